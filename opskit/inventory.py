@@ -1,0 +1,510 @@
+"""Load `inventory.yaml`: merge `defaults:` with one environment, validate everything up front,
+resolve secrets by reference, and return typed, frozen objects.
+
+Nothing downstream reads a raw dict. Every problem is collected with its key path
+(`environments.production.domains.api: ...`) and raised at once as `InventoryError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from . import ROOT, values
+from .errors import InventoryError
+from .secrets import Secret
+from .secrets_store import SECRET_NAMES, resolve_secrets
+from .ssh import Target, expand
+
+APP_SERVICES = ("api", "worker", "beat", "flower", "frontend")
+OFFICIAL_IMAGES = ("postgres", "redis", "caddy")
+LANGUAGES = ("python", "node")
+
+
+@dataclass(frozen=True)
+class Domains:
+    app: str
+    api: str
+    flower: str
+
+    def items(self):
+        return (("app", self.app), ("api", self.api), ("flower", self.flower))
+
+
+@dataclass(frozen=True)
+class TLS:
+    mode: str  # "acme" or "internal"
+    email: str | None = None
+
+    @property
+    def is_acme(self) -> bool:
+        return self.mode == "acme"
+
+
+@dataclass(frozen=True)
+class Build:
+    """An image built from source with no cache, then checked by importing modules inside it."""
+
+    name: str
+    context: Path
+    dockerfile: str
+    language: str
+    repository: str
+    args: tuple  # ((name, value), ...) sorted
+    import_checks: tuple
+
+
+@dataclass(frozen=True)
+class Service:
+    """An app process: which build it runs, its command, healthcheck and port."""
+
+    name: str
+    build: str
+    command: tuple | None
+    healthcheck: tuple
+    port: int | None
+
+
+@dataclass(frozen=True)
+class Postgres:
+    database: str
+    admin_role: str
+    ui_role: str
+    publish_host: str
+    publish_port: int
+    admin_connection_limit: int
+    ui_connection_limit: int
+
+    @property
+    def publish(self) -> str:
+        return f"{self.publish_host}:{self.publish_port}"
+
+
+@dataclass(frozen=True)
+class SSE:
+    read_timeout: values.Duration
+    heartbeat: values.Duration
+    stream_close_delay: values.Duration
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: str
+    cpus: float
+
+
+@dataclass(frozen=True)
+class Logging:
+    max_size: str
+    max_files: int
+
+
+@dataclass(frozen=True)
+class Vps:
+    """The simulated VPS (a local container); only an environment that has one sets this."""
+
+    container: str
+    image: str
+    http_port: int
+    https_port: int
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    ssh: Target
+    remote_dir: str
+    keep_releases: int
+    project: str
+    domains: Domains
+    tls: TLS
+    images: dict  # official service -> image reference
+    ship_images: bool
+    builds: dict  # name -> Build
+    services: dict  # name -> Service
+    postgres: Postgres
+    sse: SSE
+    beat_interval: values.Duration
+    flower_user: str
+    resources: dict  # service -> Resources
+    logging: Logging
+    secrets: dict = field(repr=False)  # name -> Secret
+    vps: Vps | None = None
+    root: Path = ROOT
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def load(environment: str = "local", path: Path | str | None = None, *, with_secrets: bool = True,
+         environ=None) -> Environment:
+    """Read, merge, validate and (unless `with_secrets=False`) resolve secrets for one environment.
+
+    Raises `InventoryError` listing every problem; writes nothing, except that an environment with
+    `generate_secrets: true` (the simulated VPS only) gets its missing secrets generated.
+    """
+    path = Path(path) if path else ROOT / "inventory.yaml"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InventoryError([f"file not found: {path} (copy inventory.example.yaml to start one)"], str(path)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InventoryError([f"not valid YAML: {exc}"], path.name) from None
+    return parse(raw, environment, source=path.name, base=path.parent, with_secrets=with_secrets, environ=environ)
+
+
+def environment_names(path: Path | str | None = None) -> list[str]:
+    raw = yaml.safe_load(Path(path or ROOT / "inventory.yaml").read_text()) or {}
+    envs = raw.get("environments") if isinstance(raw, dict) else None
+    return sorted(envs) if isinstance(envs, dict) else []
+
+
+def parse(raw, environment: str, *, source: str = "inventory.yaml", base: Path = ROOT,
+          with_secrets: bool = True, environ=None) -> Environment:
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise InventoryError(["the file must be a mapping with `defaults:` and `environments:`"], source)
+    _unknown(raw, {"version", "defaults", "environments"}, None, problems)
+    if raw.get("version", 1) != 1:
+        problems.append(f"version: {raw.get('version')!r} is not supported (expected 1)")
+    envs = raw.get("environments")
+    if not isinstance(envs, dict) or not envs:
+        raise InventoryError(problems + ["environments: is required (a mapping of environment names, e.g. local, production)"], source)
+    if environment not in envs:
+        known = ", ".join(sorted(envs))
+        raise InventoryError(problems + [f"environments.{environment}: no such environment (known: {known})"], source)
+    defaults = raw.get("defaults") or {}
+    env_raw = envs[environment] or {}
+    for name, section in (("defaults", defaults), (f"environments.{environment}", env_raw)):
+        if not isinstance(section, dict):
+            problems.append(f"{name}: expected a mapping, got {type(section).__name__}")
+    if problems:
+        raise InventoryError(problems, source)
+    merged = _merge(defaults, env_raw)
+    where = _Where(environment, env_raw)
+    env = _Parser(merged, where, problems, base, environment).environment()
+    if problems:
+        raise InventoryError(problems, source)
+    if with_secrets:
+        secrets = resolve_secrets(env.name, merged.get("secrets") or {}, merged.get("secrets_file"),
+                                  bool(merged.get("generate_secrets")), base, where, environ)
+        env = replace(env, secrets=secrets)
+    return env
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """Deep merge: mappings merge key by key, anything else in `override` replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+class _Where:
+    """Names a merged key by where its value came from: the environment, or `defaults`."""
+
+    def __init__(self, environment: str, env_raw):
+        self.environment = environment
+        self.env_raw = env_raw
+
+    def __call__(self, *keys) -> str:
+        node = self.env_raw
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                return ".".join(("defaults",) + tuple(map(str, keys)))
+            node = node[key]
+        return ".".join(("environments", self.environment) + tuple(map(str, keys)))
+
+    def env(self, *keys) -> str:
+        return ".".join(("environments", self.environment) + tuple(map(str, keys)))
+
+
+def _unknown(mapping: dict, allowed, where, problems, *keys) -> None:
+    """One problem per unknown key, each with its full path and the keys that are allowed."""
+    expected = ", ".join(sorted(allowed))
+    for key in sorted(set(mapping) - set(allowed), key=str):
+        path = where(*keys, key) if callable(where) else str(key)
+        problems.append(f"{path}: unknown key (expected one of: {expected})")
+
+
+class _Parser:
+    """Walks the merged environment; every reader records a problem and returns None on error."""
+
+    TOP = {
+        "host", "ssh", "remote_dir", "keep_releases", "project", "domains", "tls", "images",
+        "ship_images", "builds", "services", "postgres", "sse", "beat_interval", "flower",
+        "resources", "logging", "secrets", "secrets_file", "generate_secrets", "vps",
+    }
+
+    def __init__(self, data: dict, where: _Where, problems: list, base: Path, name: str):
+        self.data, self.where, self.problems, self.base, self.name = data, where, problems, base, name
+
+    def fail(self, keys, message: str) -> None:
+        self.problems.append(f"{self.where(*keys)}: {message}")
+
+    def get(self, *keys, required=True, default=None):
+        node = self.data
+        for key in keys:
+            if not isinstance(node, dict) or key not in node or node[key] is None:
+                if required:
+                    self.problems.append(f"{self.where.env(*keys)}: is required (set it here or under defaults.{'.'.join(keys)})")
+                return default
+            node = node[key]
+        return node
+
+    def typed(self, parse, *keys, required=True, default=None):
+        value = self.get(*keys, required=required, default=None)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError as exc:
+            self.fail(keys, str(exc))
+            return default
+
+    def section(self, keys, allowed, required=True) -> dict:
+        value = self.get(*keys, required=required, default=None)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(keys, f"expected a mapping, got {type(value).__name__}")
+            return {}
+        _unknown(value, allowed, self.where, self.problems, *keys)
+        return value
+
+    def text(self, *keys, required=True, default=None):
+        def parse(v):
+            if not isinstance(v, str) or not v:
+                raise ValueError(f"expected text, got {v!r}")
+            return v
+        return self.typed(parse, *keys, required=required, default=default)
+
+    def boolean(self, *keys, default=False):
+        def parse(v):
+            if not isinstance(v, bool):
+                raise ValueError(f"expected true or false, got {v!r}")
+            return v
+        return self.typed(parse, *keys, required=False, default=default)
+
+    # -- sections ---------------------------------------------------------------------------------
+
+    def environment(self) -> Environment:
+        _unknown(self.data, self.TOP, self.where, self.problems)
+        return Environment(
+            name=self.name,
+            ssh=self.ssh(),
+            remote_dir=self.typed(_absolute, "remote_dir"),
+            keep_releases=self.typed(values.positive_int, "keep_releases", required=False, default=5),
+            project=self.typed(_project, "project", required=False, default="jobagent"),
+            domains=self.domains(),
+            tls=self.tls(),
+            images=self.images(),
+            ship_images=self.boolean("ship_images"),
+            builds=self.builds(),
+            services=self.services(),
+            postgres=self.postgres(),
+            sse=self.sse(),
+            beat_interval=self.typed(values.duration, "beat_interval", required=False, default=values.Duration(10000)),
+            flower_user=self.flower(),
+            resources=self.resources(),
+            logging=self.logging(),
+            secrets={},
+            vps=self.vps(),
+            root=self.base,
+        )
+
+    def ssh(self) -> Target | None:
+        self.section(("ssh",), {"port", "user", "key_file", "known_hosts"})
+        host = self.typed(values.host, "host")
+        port = self.typed(values.port, "ssh", "port", required=False, default=22)
+        user = self.typed(values.unix_user, "ssh", "user")
+        key_file = self.text("ssh", "key_file")
+        known_hosts = self.text("ssh", "known_hosts")
+        if None in (host, user, key_file, known_hosts):
+            return None
+        return Target(host, port, user, expand(key_file, self.base), expand(known_hosts, self.base))
+
+    def domains(self) -> Domains | None:
+        self.section(("domains",), {"app", "api", "flower"})
+        names = [self.typed(values.hostname, "domains", k) for k in ("app", "api", "flower")]
+        if None in names:
+            return None
+        if len(set(names)) != 3:
+            self.fail(("domains",), f"app, api and flower must be three different names, got {names}")
+        return Domains(*names)
+
+    def tls(self) -> TLS | None:
+        self.section(("tls",), {"mode", "email"})
+        mode = self.get("tls", "mode")
+        if mode not in (None, "acme", "internal"):
+            self.fail(("tls", "mode"), f"{mode!r} is not a TLS mode (expected acme or internal)")
+            return None
+        email = None
+        if mode == "acme":
+            email = self.typed(values.email, "tls", "email")
+        return TLS(mode, email) if mode else None
+
+    def images(self) -> dict:
+        self.section(("images",), set(OFFICIAL_IMAGES))
+        return {name: self.typed(values.image, "images", name) for name in OFFICIAL_IMAGES}
+
+    def builds(self) -> dict:
+        raw = self.section(("builds",), {"api", "frontend"})
+        out = {}
+        for name in sorted(raw):
+            keys = ("builds", name)
+            self.section(keys, {"context", "dockerfile", "language", "repository", "args", "import_checks"})
+            language = self.get(*keys, "language")
+            if language not in (None,) + LANGUAGES:
+                self.fail(keys + ("language",), f"{language!r} is not supported (expected python or node)")
+                language = None
+            context = self.text(*keys, "context")
+            args = self.get(*keys, "args", required=False, default={}) or {}
+            if not isinstance(args, dict) or not all(isinstance(v, (str, int, float)) for v in args.values()):
+                self.fail(keys + ("args",), "expected a mapping of build argument names to values")
+                args = {}
+            checks = self.get(*keys, "import_checks", required=False, default=[]) or []
+            if not isinstance(checks, list):
+                self.fail(keys + ("import_checks",), "expected a list of module paths")
+                checks = []
+            parsed = []
+            for i, check in enumerate(checks):
+                try:
+                    parsed.append(values.import_check(check, language or "python"))
+                except ValueError as exc:
+                    self.fail(keys + (f"import_checks[{i}]",), str(exc))
+            repository = self.typed(values.image, *keys, "repository", required=False,
+                                    default=f"{self.data.get('project') or 'jobagent'}/{name}")
+            if context and language:
+                out[name] = Build(
+                    name=name,
+                    context=expand(context, self.base),
+                    dockerfile=self.text(*keys, "dockerfile", required=False, default="Dockerfile"),
+                    language=language,
+                    repository=repository,
+                    args=tuple(sorted((str(k), str(v)) for k, v in args.items())),
+                    import_checks=tuple(parsed),
+                )
+        return out
+
+    def services(self) -> dict:
+        raw = self.section(("services",), set(APP_SERVICES))
+        missing = [s for s in APP_SERVICES if s not in raw]
+        if missing and raw:
+            self.fail(("services",), f"missing {', '.join(missing)} (every app service needs a build and a healthcheck)")
+        builds = self.get("builds", required=False, default={}) or {}
+        out = {}
+        for name in APP_SERVICES:
+            if name not in raw:
+                continue
+            keys = ("services", name)
+            self.section(keys, {"build", "command", "healthcheck", "port"})
+            build = self.text(*keys, "build")
+            if build is not None and build not in builds:
+                self.fail(keys + ("build",), f"{build!r} is not a build (expected one of: {', '.join(sorted(builds))})")
+            command = self.typed(values.argv, *keys, "command", required=False)
+            health = self.typed(values.argv, *keys, "healthcheck")
+            port = self.typed(values.port, *keys, "port", required=False)
+            if build is not None and health is not None:
+                out[name] = Service(name, build, command, health, port)
+        for name in ("api", "flower", "frontend"):
+            if name in out and out[name].port is None:
+                self.fail(("services", name, "port"), "is required: Caddy proxies to it")
+        return out
+
+    def postgres(self) -> Postgres | None:
+        self.section(("postgres",), {"database", "admin_role", "ui_role", "publish", "connection_limit"})
+        self.section(("postgres", "connection_limit"), {"admin", "ui"}, required=False)
+        database = self.typed(_identifier, "postgres", "database")
+        admin = self.typed(_identifier, "postgres", "admin_role", required=False, default="job_agent_admin")
+        ui = self.typed(_identifier, "postgres", "ui_role", required=False, default="job_agent_ui")
+        publish = self.typed(values.loopback_address, "postgres", "publish", required=False, default=("127.0.0.1", 5433))
+        admin_limit = self.typed(_limit, "postgres", "connection_limit", "admin", required=False, default=-1)
+        ui_limit = self.typed(_limit, "postgres", "connection_limit", "ui", required=False, default=-1)
+        if admin and ui and admin == ui:
+            self.fail(("postgres", "ui_role"), f"must differ from admin_role ({admin!r}): the UI role must not own the schema")
+        if database is None:
+            return None
+        return Postgres(database, admin, ui, publish[0], publish[1], admin_limit, ui_limit)
+
+    def sse(self) -> SSE:
+        self.section(("sse",), {"read_timeout", "heartbeat", "stream_close_delay"}, required=False)
+        read_timeout = self.typed(values.duration, "sse", "read_timeout", required=False, default=values.Duration(600_000))
+        heartbeat = self.typed(values.duration, "sse", "heartbeat", required=False, default=values.Duration(15_000))
+        close_delay = self.typed(values.duration, "sse", "stream_close_delay", required=False, default=values.Duration(300_000))
+        if read_timeout and heartbeat and heartbeat >= read_timeout:
+            self.fail(("sse", "heartbeat"), f"{heartbeat} must be shorter than sse.read_timeout ({read_timeout}), "
+                      "or the proxy cuts streams between heartbeats")
+        return SSE(read_timeout, heartbeat, close_delay)
+
+    def flower(self) -> str | None:
+        self.section(("flower",), {"user"})
+        return self.typed(values.unix_user, "flower", "user")
+
+    def resources(self) -> dict:
+        known = set(APP_SERVICES) | set(OFFICIAL_IMAGES)
+        raw = self.section(("resources",), known, required=False)
+        out = {}
+        for name in sorted(raw):
+            self.section(("resources", name), {"memory", "cpus"})
+            memory = self.typed(values.size, "resources", name, "memory")
+            cpus = self.typed(values.cpus, "resources", name, "cpus", required=False, default=1.0)
+            if memory:
+                out[name] = Resources(memory, cpus)
+        return out
+
+    def logging(self) -> Logging:
+        self.section(("logging",), {"max_size", "max_files"}, required=False)
+        return Logging(
+            self.typed(values.size, "logging", "max_size", required=False, default="10m"),
+            self.typed(values.positive_int, "logging", "max_files", required=False, default=5),
+        )
+
+    def vps(self) -> Vps | None:
+        raw = self.section(("vps",), {"container", "image", "http_port", "https_port"}, required=False)
+        self.section(("secrets",), set(SECRET_NAMES), required=False)
+        if self.get("generate_secrets", required=False) and not raw:
+            self.fail(("generate_secrets",), "only a simulated VPS (an environment with `vps:`) may generate "
+                      "its secrets; give real secrets by reference (env:NAME or file:KEY)")
+        if not raw:
+            return None
+        return Vps(
+            container=self.text("vps", "container", required=False, default="opskit-vps"),
+            image=self.typed(values.image, "vps", "image", required=False, default="opskit/vps:bookworm"),
+            http_port=self.typed(values.port, "vps", "http_port", required=False, default=80),
+            https_port=self.typed(values.port, "vps", "https_port", required=False, default=443),
+        )
+
+
+def _absolute(value) -> str:
+    if isinstance(value, str) and value.startswith("/") and ".." not in value.split("/"):
+        return value.rstrip("/") or "/"
+    raise ValueError(f"{value!r} is not an absolute path (expected e.g. /srv/opskit)")
+
+
+def _project(value) -> str:
+    if isinstance(value, str) and re.match(r"^[a-z0-9][a-z0-9_-]*$", value):
+        return value
+    raise ValueError(f"{value!r} is not a Compose project name (lower-case letters, digits, - and _)")
+
+
+def _identifier(value) -> str:
+    """A Postgres name. Any text up to 63 bytes is allowed: it is always quoted as an identifier."""
+    if isinstance(value, str) and value and len(value.encode()) <= 63 and "\x00" not in value:
+        return value
+    raise ValueError(f"{value!r} is not a Postgres name (1 to 63 bytes)")
+
+
+def _limit(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1 or value == 0:
+        raise ValueError(f"expected a connection limit of at least 1, or -1 for none, got {value!r}")
+    return value

@@ -1,0 +1,159 @@
+"""The one place where steps touch the world: local processes, the SSH connection, files.
+
+The runner executes a plan in order, prints progress a person can follow, stops at the first
+failure and raises `StepFailed` naming the step and the tail of its output.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import OpskitError, StepFailed
+from .secrets import Secret, reveal
+from .steps import LOCAL, SERVER, Check, Plan, Run, WriteFile
+
+
+@dataclass
+class StepResult:
+    step: object
+    seconds: float
+    output: str = ""
+
+
+class Runner:
+    """Executes plans. `connection` (an `ssh.Connection`) is needed only for server steps."""
+
+    def __init__(self, connection=None, dry_run: bool = False, out=None, verbose: bool = False):
+        self.connection = connection
+        self.dry_run = dry_run
+        self.out = out or sys.stderr
+        self.verbose = verbose
+        self.results: list[StepResult] = []
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def run(self, plan: Plan) -> list[StepResult]:
+        if self.dry_run:
+            self.say(plan.render() + "\n(dry run: nothing was changed)")
+            return []
+        results = []
+        total = len(plan)
+        for i, step in enumerate(plan, 1):
+            self.say(f"==> [{i}/{total}] {step.title}")
+            if self.verbose:
+                self.say(f"    {step.describe()}")
+            started = time.monotonic()
+            output = self._execute(step)
+            result = StepResult(step, time.monotonic() - started, output)
+            results.append(result)
+            if result.seconds >= 2:
+                self.say(f"    done in {result.seconds:.1f}s")
+        self.results.extend(results)
+        return results
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def _execute(self, step) -> str:
+        if isinstance(step, Run):
+            return self._run(step)
+        if isinstance(step, Check):
+            return self._check(step)
+        if isinstance(step, WriteFile):
+            return self._write(step)
+        raise OpskitError(f"the runner does not know the step type {type(step).__name__}")
+
+    def _echo(self, line: str) -> None:
+        self.say(f"    {line}")
+
+    def _run(self, step: Run) -> str:
+        on_line = self._echo if step.stream else None
+        stdin = reveal(step.stdin).encode() if isinstance(step.stdin, Secret) else step.stdin
+        if step.on == SERVER:
+            done = self._server().run([reveal(a) for a in step.argv], stdin=stdin,
+                                      timeout=step.timeout, on_line=on_line)
+            code, output = done.returncode, done.output
+        else:
+            code, output = self._local(step, stdin, on_line)
+        if code != 0:
+            raise StepFailed(step, code, output)
+        return output
+
+    def _local(self, step: Run, stdin: bytes | None, on_line) -> tuple[int, str]:
+        env = dict(os.environ)
+        env.update({k: reveal(v) for k, v in step.env})
+        argv = [reveal(a) for a in step.argv]
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=step.cwd, env=env,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )
+        except FileNotFoundError as exc:
+            raise StepFailed(step, None, f"{argv[0]}: program not found ({exc})") from exc
+        if stdin is not None:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        lines = []
+        deadline = time.monotonic() + step.timeout if step.timeout else None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            lines.append(line)
+            if on_line:
+                on_line(line)
+            if deadline and time.monotonic() > deadline:
+                proc.kill()
+                raise StepFailed(step, None, "\n".join(lines) + f"\n(timed out after {step.timeout}s)")
+        try:
+            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()) if deadline else None)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise StepFailed(step, None, "\n".join(lines) + f"\n(timed out after {step.timeout}s)")
+        return code, "\n".join(lines)
+
+    def _check(self, step: Check) -> str:
+        argv = [reveal(a) for a in step.argv]
+        if step.on == SERVER:
+            done = self._server().run(argv, timeout=60)
+            code, output, stdout = done.returncode, done.output, done.stdout.decode(errors="replace")
+        else:
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            code, output, stdout = proc.returncode, proc.stdout + proc.stderr, proc.stdout
+        if code != 0 or (step.expect is not None and step.expect not in stdout):
+            hint = f"\nhint: {step.hint}" if step.hint else ""
+            raise StepFailed(step, code, output + hint)
+        return output
+
+    def _write(self, step: WriteFile) -> str:
+        data = reveal(step.content).encode() if isinstance(step.content, Secret) else step.content
+        if step.on == SERVER:
+            self._server().write_file(step.path, data, step.mode)
+        else:
+            write_local(Path(step.path), data, step.mode)
+        return ""
+
+    def _server(self):
+        if self.connection is None:
+            raise OpskitError("this plan has server steps but the runner has no SSH connection")
+        return self.connection
+
+
+def write_local(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Atomic local write: the mode is set before the content lands, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

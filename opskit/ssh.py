@@ -1,0 +1,178 @@
+"""One SSH connection to the server, with the host key checked against a pinned known_hosts file."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shlex
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from .errors import ConnectionFailed
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the server is and how to prove who we are and who it is."""
+
+    host: str
+    port: int
+    user: str
+    key_file: Path
+    known_hosts: Path
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+@dataclass
+class Completed:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def output(self) -> str:
+        return (self.stdout + self.stderr).decode(errors="replace")
+
+
+class Connection:
+    """A paramiko client that rejects unknown or changed host keys (no trust on first use)."""
+
+    def __init__(self, target: Target, timeout: float = 15.0):
+        self.target = target
+        self.timeout = timeout
+        self._client: paramiko.SSHClient | None = None
+
+    def open(self) -> "Connection":
+        if self._client is not None:
+            return self
+        t = self.target
+        if not t.known_hosts.is_file():
+            raise ConnectionFailed(
+                f"no known_hosts file at {t.known_hosts}: pin {t.host}'s host key there first "
+                "(for the simulated VPS, `invoke vps.up` writes it)"
+            )
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(t.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                t.host,
+                port=t.port,
+                username=t.user,
+                key_filename=str(t.key_file),
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=self.timeout,
+                banner_timeout=self.timeout,
+                auth_timeout=self.timeout,
+            )
+        except paramiko.BadHostKeyException as exc:
+            raise ConnectionFailed(
+                f"{t}: host key does not match {t.known_hosts} ({exc}); "
+                "if the server was rebuilt on purpose, pin its new key"
+            ) from exc
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise ConnectionFailed(
+                    f"{t}: host key not pinned in {t.known_hosts}; refusing to connect"
+                ) from exc
+            raise ConnectionFailed(f"{t}: {exc}") from exc
+        except (OSError, socket.timeout) as exc:
+            raise ConnectionFailed(f"{t}: cannot connect: {exc}") from exc
+        transport = client.get_transport()
+        transport.set_keepalive(15)
+        self._client = client
+        return self
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> "Connection":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def client(self) -> paramiko.SSHClient:
+        return self.open()._client
+
+    def run(self, argv, stdin: bytes | None = None, timeout: float | None = None,
+            on_line=None) -> Completed:
+        """Run argv on the server (joined with shlex, so no shell meaning leaks in)."""
+        command = argv if isinstance(argv, str) else shlex.join(argv)
+        chan = self.client.get_transport().open_session()
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        if stdin is not None:
+            chan.sendall(stdin)
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        pending = b""
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            if chan.recv_ready():
+                data = chan.recv(65536)
+                out += data
+                if on_line:
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        on_line(line.decode(errors="replace"))
+                continue
+            if chan.recv_stderr_ready():
+                data = chan.recv_stderr(65536)
+                err += data
+                if on_line:
+                    for line in data.decode(errors="replace").splitlines():
+                        on_line(line)
+                continue
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            if deadline and time.monotonic() > deadline:
+                chan.close()
+                raise TimeoutError(f"{command!r} did not finish within {timeout}s")
+            time.sleep(0.01)
+        if on_line and pending:
+            on_line(pending.decode(errors="replace"))
+        code = chan.recv_exit_status()
+        chan.close()
+        return Completed(code, bytes(out), bytes(err))
+
+    def write_file(self, path: str, content: bytes, mode: int) -> None:
+        """Write atomically: a temp file beside the target, chmod before any byte lands, rename."""
+        sftp = self.client.open_sftp()
+        try:
+            tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+            with sftp.open(tmp, "wb") as fh:
+                sftp.chmod(tmp, mode)
+                fh.write(content)
+                fh.flush()
+            sftp.posix_rename(tmp, path)
+        finally:
+            sftp.close()
+
+    def read_file(self, path: str) -> bytes | None:
+        sftp = self.client.open_sftp()
+        try:
+            with sftp.open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+        finally:
+            sftp.close()
+
+
+def expand(path: str | os.PathLike, base: Path) -> Path:
+    """A path from the inventory: ~ expanded, relative paths taken from the repository root."""
+    p = Path(os.path.expanduser(str(path)))
+    return p if p.is_absolute() else (base / p)

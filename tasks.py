@@ -1,0 +1,68 @@
+"""opskit tasks: `invoke --list` shows them, `invoke --help TASK` explains each option.
+
+A thin face: each task parses its flags, calls one function in `opskit/`, prints the outcome.
+`-e/--env` picks the environment from inventory.yaml; `local` (the simulated VPS) is the default.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from opskit import inventory, render as rendering
+from opskit.errors import OpskitError
+
+ENV_HELP = "environment from inventory.yaml (default: local, the simulated VPS)"
+
+
+def reports_errors(fn):
+    """Turn an OpskitError into its message and exit code (no traceback for a person to read)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OpskitError as exc:
+            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+
+    return wrapper
+
+
+@task(help={"env": ENV_HELP, "out": "release folder to write (default: build/ENV)"})
+@reports_errors
+def render(c, env="local", out=None):
+    """Render the release (compose file, Caddyfile, env files, SQL) into build/ENV."""
+    environment = inventory.load(env)
+    release = rendering.render(environment)
+    folder = rendering.write(release, Path(out) if out else Path("build") / env)
+    print(f"release {release.id} for {env} written to {folder}/ ({len(release.files)} files)")
+
+
+@task(help={"env": ENV_HELP, "against": "release folder to compare with (default: build/ENV)"})
+@reports_errors
+def diff(c, env="local", against=None):
+    """Show what a new render would change against a previous release folder."""
+    environment = inventory.load(env)
+    release = rendering.render(environment)
+    folder = Path(against) if against else Path("build") / env
+    if not folder.is_dir():
+        raise Exit(f"error: no release folder at {folder}: run `invoke render -e {env}` first, or pass --against",
+                   code=2)
+    text = rendering.diff(release, rendering.read(folder), old_label=str(folder))
+    print(text or f"no change: {folder} matches a new render (release {release.id})", end="" if text else "\n")
+
+
+@task(help={"env": "check only this environment (default: all of them)"})
+@reports_errors
+def check(c, env=None):
+    """Validate inventory.yaml (every environment, or one) without touching anything."""
+    names = [env] if env else inventory.environment_names()
+    for name in names:
+        inventory.load(name, with_secrets=False)
+        print(f"{name}: valid")
+
+
+ns = Collection(render, diff, check)

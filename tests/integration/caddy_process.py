@@ -1,0 +1,118 @@
+"""Run a real Caddy on loopback with a rendered Caddyfile, and talk to it over TLS with SNI."""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+from opskit import ROOT, render
+
+CADDY = shutil.which("caddy", path=str(ROOT / ".venv/bin")) or shutil.which("caddy")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Caddy:
+    """`caddy run` of the rendered Caddyfile, its upstreams on a local port, bound to 127.0.0.1."""
+
+    def __init__(self, env, upstream_port: int, workdir: Path, extra: tuple = ()):
+        self.env, self.workdir = env, workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.http_port, self.https_port, self.admin_port = free_port(), free_port(), free_port()
+        upstream = f"127.0.0.1:{upstream_port}"
+        text = render.caddyfile(
+            env, upstreams={"api": upstream, "flower": upstream, "frontend": upstream},
+            admin=f"127.0.0.1:{self.admin_port}",
+            global_options=(f"http_port {self.http_port}", f"https_port {self.https_port}",
+                            "default_bind 127.0.0.1", "skip_install_trust", *extra),
+        )
+        self.config = workdir / "Caddyfile"
+        self.config.write_bytes(text)
+        self.log = workdir / "caddy.log"
+        self.proc = None
+
+    def __enter__(self):
+        env = {"HOME": str(self.workdir), "XDG_DATA_HOME": str(self.workdir / "data"),
+               "XDG_CONFIG_HOME": str(self.workdir / "config"), "PATH": "/usr/bin:/bin"}
+        self.proc = subprocess.Popen([CADDY, "run", "--config", str(self.config), "--adapter", "caddyfile"],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"caddy exited: {self.log.read_text()[-2000:]}")
+            if self.root_ca.is_file() and self._serving():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"caddy did not serve TLS within 20 s: {self.log.read_text()[-2000:]}")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    @property
+    def root_ca(self) -> Path:
+        return self.workdir / "data/caddy/pki/authorities/local/root.crt"
+
+    def _serving(self) -> bool:
+        try:
+            status, _, _ = self.get(self.env.domains.app, "/", timeout=2)
+            return status == 200
+        except (OSError, ssl.SSLError, http.client.HTTPException):
+            return False
+
+    def connection(self, domain: str, timeout: float = 10) -> http.client.HTTPSConnection:
+        context = ssl.create_default_context(cafile=str(self.root_ca))
+        return _SNIConnection(self.https_port, domain, context, timeout)
+
+    def get(self, domain: str, path: str, headers=None, timeout: float = 10):
+        conn = self.connection(domain, timeout)
+        try:
+            conn.request("GET", path, headers={"Host": domain, **(headers or {})})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+
+class _SNIConnection(http.client.HTTPSConnection):
+    """Connects to 127.0.0.1 but presents (and verifies) the site's name, as a browser would."""
+
+    def __init__(self, port, server_name, context, timeout):
+        super().__init__("127.0.0.1", port, context=context, timeout=timeout)
+        self.server_name = server_name
+
+    def connect(self):
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.server_name)
+
+
+def read_stream(caddy: Caddy, domain: str, path: str, timeout: float = 30):
+    """Lines of a streamed response with the second each arrived; ends at close or a cut."""
+    conn = caddy.connection(domain, timeout)
+    conn.request("GET", path, headers={"Host": domain, "Accept": "text/event-stream"})
+    resp = conn.getresponse()
+    start, lines, error = time.monotonic(), [], None
+    try:
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            if line.strip():
+                lines.append((round(time.monotonic() - start, 2), line.decode().strip()))
+    except (http.client.IncompleteRead, ConnectionError, ssl.SSLError) as exc:
+        error = exc
+    finally:
+        conn.close()
+    return resp.status, lines, error
