@@ -7,6 +7,7 @@ A thin face: each task parses its flags, calls one function in `opskit/`, prints
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 from pathlib import Path
 
@@ -65,4 +66,18 @@ def check(c, env=None):
         print(f"{name}: valid")
 
 
-ns = Collection(render, diff, check)
+@task(help={"tier": "unit, integration, e2e or all (default)", "k": "only tests matching this expression",
+            "junit": "write JUnit XML to this file"})
+def test(c, tier="all", k=None, junit="build/test-results.xml"):
+    """Run the tests (all tiers by default); a run that collects no test fails."""
+    paths = {"all": ["tests/unit", "tests/integration", "tests/e2e"]}.get(tier, [f"tests/{tier}"])
+    args = [sys.executable, "-m", "pytest", *paths, f"--junitxml={junit}"]
+    if k:
+        args += ["-k", k]
+    # pytest's own exit code goes out as it is: 5 (no tests collected) fails like any other
+    result = c.run(" ".join(shlex.quote(a) for a in args), warn=True, pty=False)
+    if result.exited != 0:
+        raise Exit(f"tests failed (pytest exit code {result.exited})", code=result.exited)
+
+
+ns = Collection(render, diff, check, test)
