@@ -13,8 +13,11 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from opskit import inventory, render as rendering
+from opskit import ROOT, deploy as deploying, inventory, render as rendering
 from opskit.errors import OpskitError
+from opskit.runner import Runner
+from opskit.sources import source_revision
+from opskit.ssh import Connection
 
 ENV_HELP = "environment from inventory.yaml (default: local, the simulated VPS)"
 
@@ -66,6 +69,54 @@ def check(c, env=None):
         print(f"{name}: valid")
 
 
+def confirm(environment, yes: bool, what: str) -> None:
+    """Real servers need a yes; without a terminal nothing waits for one (CI passes --yes)."""
+    if yes or environment.vps is not None:
+        return
+    if not sys.stdin.isatty():
+        raise Exit(f"error: {what} on {environment.name} needs confirmation: pass --yes", code=2)
+    if input(f"{what} on {environment.name} ({environment.ssh})? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise Exit("cancelled", code=1)
+
+
+@task(help={"env": ENV_HELP, "dry_run": "print the plan (and what a failure would do), change nothing",
+            "rebuild": "build images even when their inputs are unchanged",
+            "break_lock": f"break a deploy lock older than {deploying.LOCK_STALE_AFTER_S // 60} min",
+            "json": "also write a JSON summary to this file", "yes": "do not ask for confirmation"})
+@reports_errors
+def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, json=None, yes=False):
+    """Build (no cache), check, ship and start the stack; roles and migrations run before traffic moves."""
+    environment = inventory.load(env)
+    release = rendering.render(environment)
+    rendering.write(release, Path("build") / env)
+    if not dry_run:
+        confirm(environment, yes, f"deploy release {release.id}")
+    options = deploying.Options(rebuild=rebuild, break_lock=break_lock)
+    with Connection(environment.ssh) as conn:
+        runner = Runner(conn, dry_run=dry_run)
+        outcome = deploying.deploy(environment, release, conn, runner, options, source_revision(ROOT))
+    if outcome:
+        print(outcome.summary())
+        if json:
+            import json as _json
+
+            Path(json).write_text(_json.dumps(outcome.as_dict(), indent=2) + "\n")
+
+
+@task(help={"env": ENV_HELP, "to": "release id to return to (default: the one before current)",
+            "dry_run": "print the plan, change nothing", "yes": "do not ask for confirmation"})
+@reports_errors
+def rollback(c, env="local", to=None, dry_run=False, yes=False):
+    """Serve the previous (or a given) release again, in seconds, without a build."""
+    environment = inventory.load(env)
+    if not dry_run:
+        confirm(environment, yes, "roll back")
+    with Connection(environment.ssh) as conn:
+        release = deploying.rollback(environment, conn, Runner(conn, dry_run=dry_run), to)
+    if not dry_run:
+        print(f"{env} now serves release {release}")
+
+
 @task(help={"tier": "unit, integration, e2e or all (default)", "k": "only tests matching this expression",
             "junit": "write JUnit XML to this file"})
 def test(c, tier="all", k=None, junit="build/test-results.xml"):
@@ -80,4 +131,4 @@ def test(c, tier="all", k=None, junit="build/test-results.xml"):
         raise Exit(f"tests failed (pytest exit code {result.exited})", code=result.exited)
 
 
-ns = Collection(render, diff, check, test)
+ns = Collection(render, diff, check, deploy, rollback, test)

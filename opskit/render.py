@@ -209,9 +209,16 @@ def _line(jinja: jinja2.Environment, name: str, lineno: int | None) -> str:
 # -- what the templates are given ----------------------------------------------------------------
 
 
+def shared_paths(env: Environment) -> dict[str, str]:
+    """Server folders mounted into containers. They stay put from release to release, so a deploy
+    that changes nothing there recreates no container (Caddy gets a graceful reload instead)."""
+    return {"caddy": f"{env.remote_dir}/caddy", "postgres_init": f"{env.remote_dir}/postgres-init"}
+
+
 def _compose_context(env: Environment, release: Release) -> dict:
     pg = env.postgres
     res = env.resources
+    paths = shared_paths(env)
 
     def app(name, depends_on, environment=()):
         svc = env.services[name]
@@ -238,7 +245,8 @@ def _compose_context(env: Environment, release: Release) -> dict:
             "environment": [("POSTGRES_DB", pg.database), ("POSTGRES_USER", pg.admin_role)],
             # loopback only: reached from outside through an SSH tunnel (`invoke db.tunnel`)
             "ports": [f"{pg.publish_host}:{pg.publish_port}:5432"],
-            "volumes": ["postgres_data:/var/lib/postgresql/data", "./postgres-init:/docker-entrypoint-initdb.d:ro"],
+            "volumes": ["postgres_data:/var/lib/postgresql/data",
+                        f"{paths['postgres_init']}:/docker-entrypoint-initdb.d:ro"],
             "depends_on": [],
             # over TCP, so the temporary socket-only server of a first boot does not count as up
             "healthcheck": ["CMD", "pg_isready", "--host", "127.0.0.1", "--username", pg.admin_role,
@@ -265,7 +273,7 @@ def _compose_context(env: Environment, release: Release) -> dict:
             "name": "caddy", "image": env.images["caddy"], "user": None, "command": None,
             "env_file": None, "environment": [],
             "ports": ["80:80", "443:443", "443:443/udp"],
-            "volumes": ["./Caddyfile:/etc/caddy/Caddyfile:ro", "caddy_data:/data", "caddy_config:/config"],
+            "volumes": [f"{paths['caddy']}:/etc/caddy:ro", "caddy_data:/data", "caddy_config:/config"],
             "depends_on": [("api", healthy), ("frontend", healthy), ("flower", healthy)],
             "healthcheck": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:2019/config/"],
             "resources": res.get("caddy"), "stop_grace_period": None,

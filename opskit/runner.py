@@ -16,7 +16,9 @@ from pathlib import Path
 
 from .errors import OpskitError, StepFailed
 from .secrets import Secret, reveal
-from .steps import LOCAL, SERVER, Check, Plan, Run, WriteFile
+from . import ship
+from .ship import ShipImage
+from .steps import SERVER, Check, Plan, Run, WriteFile
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Runner:
         self.out = out or sys.stderr
         self.verbose = verbose
         self.results: list[StepResult] = []
+        self.bytes_shipped = 0
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -67,6 +70,8 @@ class Runner:
             return self._check(step)
         if isinstance(step, WriteFile):
             return self._write(step)
+        if isinstance(step, ShipImage):
+            return self._ship(step)
         raise OpskitError(f"the runner does not know the step type {type(step).__name__}")
 
     def _echo(self, line: str) -> None:
@@ -138,10 +143,50 @@ class Runner:
             write_local(Path(step.path), data, step.mode)
         return ""
 
+    def _ship(self, step: ShipImage) -> str:
+        with tempfile.TemporaryDirectory(prefix="opskit-ship-") as tmp:
+            tar = os.path.join(tmp, "image.tar")
+            saved = subprocess.run(["docker", "save", "-o", tar, step.image], capture_output=True, text=True)
+            if saved.returncode != 0:
+                raise StepFailed(step, saved.returncode, saved.stderr)
+            counts = {}
+
+            def feed(out):
+                counts["sent"], counts["left_out"] = ship.filtered(tar, step.skip, _Progress(out, self._echo))
+
+            done = self._server().run(["docker", "load"], stdin=feed, timeout=1800)
+        if done.returncode != 0:
+            raise StepFailed(step, done.returncode, done.output)
+        self.bytes_shipped += counts["sent"]
+        summary = (f"sent {counts['sent'] / 1e6:.1f} MB of layers, left out {counts['left_out'] / 1e6:.1f} MB "
+                   "the server already had")
+        self._echo(summary)
+        return done.output + summary
+
     def _server(self):
         if self.connection is None:
             raise OpskitError("this plan has server steps but the runner has no SSH connection")
         return self.connection
+
+
+class _Progress:
+    """Passes bytes through and says how far it got every 64 MB."""
+
+    STEP = 64 * 1024 * 1024
+
+    def __init__(self, out, say):
+        self.out, self.say, self.total, self.next = out, say, 0, self.STEP
+
+    def write(self, data) -> int:
+        self.out.write(data)
+        self.total += len(data)
+        if self.total >= self.next:
+            self.say(f"{self.total / 1e6:.0f} MB sent")
+            self.next += self.STEP
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def write_local(path: Path, data: bytes, mode: int = 0o644) -> None:

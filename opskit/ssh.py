@@ -106,14 +106,18 @@ class Connection:
     def client(self) -> paramiko.SSHClient:
         return self.open()._client
 
-    def run(self, argv, stdin: bytes | None = None, timeout: float | None = None,
-            on_line=None) -> Completed:
-        """Run argv on the server (joined with shlex, so no shell meaning leaks in)."""
+    def run(self, argv, stdin=None, timeout: float | None = None, on_line=None) -> Completed:
+        """Run argv on the server (joined with shlex, so no shell meaning leaks in).
+
+        `stdin` is bytes, or a function given a writable file-like object that streams into the
+        remote program (how images travel to `docker load`)."""
         command = argv if isinstance(argv, str) else shlex.join(argv)
         chan = self.client.get_transport().open_session()
         chan.settimeout(timeout)
         chan.exec_command(command)
-        if stdin is not None:
+        if callable(stdin):
+            stdin(_ChannelWriter(chan))
+        elif stdin is not None:
             chan.sendall(stdin)
         chan.shutdown_write()
         out, err = bytearray(), bytearray()
@@ -170,6 +174,20 @@ class Connection:
             return None
         finally:
             sftp.close()
+
+
+class _ChannelWriter:
+    """Just enough of a binary file for tarfile's stream mode."""
+
+    def __init__(self, chan):
+        self.chan = chan
+
+    def write(self, data) -> int:
+        self.chan.sendall(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def expand(path: str | os.PathLike, base: Path) -> Path:

@@ -157,8 +157,11 @@ def test_data_lives_in_named_volumes(compose):
     assert "caddy_data:/data" in compose["services"]["caddy"]["volumes"]
 
 
-def test_the_first_boot_script_is_mounted_read_only(compose):
-    assert "./postgres-init:/docker-entrypoint-initdb.d:ro" in compose["services"]["postgres"]["volumes"]
+def test_config_is_mounted_read_only_from_paths_that_outlive_a_release(env, compose):
+    # a per-release path would change the container config, and so restart Postgres and Caddy,
+    # on every deploy
+    assert f"{env.remote_dir}/postgres-init:/docker-entrypoint-initdb.d:ro" in compose["services"]["postgres"]["volumes"]
+    assert f"{env.remote_dir}/caddy:/etc/caddy:ro" in compose["services"]["caddy"]["volumes"]
 
 
 def test_app_processes_share_the_built_api_image(release, compose):

@@ -1,0 +1,329 @@
+"""`invoke deploy`: from source to a healthy server, as one plan of steps.
+
+    preflight ─ build (no cache) + import checks ─ lock ─ ship images ─ upload release
+      ─ postgres + redis up ─ roles ─ migrations ─ everything up --wait ─ mark current ─ unlock
+
+Planning is pure (`plan_deploy`); `deploy` gathers facts, prints or runs the plan, and on a failure
+runs the recovery plan (previous release back up, half-uploaded release removed, lock released).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import posixpath
+import shlex
+import socket
+import time
+from dataclasses import dataclass, field
+
+from . import db, images
+from .errors import OpskitError, StepFailed
+from .secrets import Secret
+from .ship import ShipImage
+from .render import shared_paths
+from .steps import SERVER, Plan, Run, WriteFile
+
+MIN_FREE_DISK_MB = 2048
+LOCK_STALE_AFTER_S = 3600
+
+
+class DeployRefused(OpskitError):
+    """A preflight check said no (lock held, no Docker, disk full): nothing was changed."""
+
+    exit_code = 5
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things live on the server."""
+
+    root: str
+
+    @property
+    def releases(self) -> str:
+        return posixpath.join(self.root, "releases")
+
+    def release(self, release_id: str) -> str:
+        return posixpath.join(self.releases, release_id)
+
+    @property
+    def current(self) -> str:
+        return posixpath.join(self.root, "current")
+
+    @property
+    def lock(self) -> str:
+        return posixpath.join(self.root, "deploy.lock")
+
+
+@dataclass
+class Options:
+    rebuild: bool = False
+    break_lock: bool = False
+    force: bool = False  # redeploy even when the release is already current
+    skip_build: bool = False
+    holder: str = field(default_factory=lambda: f"{getpass.getuser()}@{socket.gethostname()}")
+
+
+compose = db.compose
+
+# -- preflight ------------------------------------------------------------------------------------
+
+
+def preflight(env, facts, options: Options) -> list[str]:
+    """Reasons to refuse the deploy before anything changes (empty when all is well)."""
+    problems = []
+    if not facts.docker:
+        problems.append(f"{env.ssh}: no Docker engine answers for {env.ssh.user} (install Docker, add the user "
+                        "to the docker group)")
+    if not facts.compose:
+        problems.append(f"{env.ssh}: `docker compose` (v2) is missing on the server")
+    if facts.disk_free_mb is not None and facts.disk_free_mb < MIN_FREE_DISK_MB:
+        problems.append(f"{env.ssh}: only {facts.disk_free_mb} MB free under {env.remote_dir} "
+                        f"(need {MIN_FREE_DISK_MB} MB); prune images with `docker image prune`")
+    if facts.lock:
+        age = facts.now - facts.lock.since if facts.now else 0
+        if not options.break_lock:
+            hint = (f"; it is {age / 60:.0f} min old: if its holder is gone, deploy again with --break-lock"
+                    if age > LOCK_STALE_AFTER_S else "; wait for it to finish")
+            problems.append(f"a deploy is in progress: lock held by {facts.lock.describe()}{hint}")
+        elif age <= LOCK_STALE_AFTER_S:
+            problems.append(f"the lock of {facts.lock.describe()} is only {age:.0f} s old; --break-lock breaks "
+                            f"locks older than {LOCK_STALE_AFTER_S // 60} min")
+    return problems
+
+
+# -- the plan -------------------------------------------------------------------------------------
+
+
+def plan_deploy(env, release, facts, local: dict, revision: str, options: Options) -> Plan:
+    """Every step of a deploy of `release`, given what the server and this machine have."""
+    layout = Layout(env.remote_dir)
+    folder = layout.release(release.id)
+    plan = Plan(f"deploy {release.id} to {env.name} ({env.ssh})")
+    if facts.current == release.id and not (options.force or options.rebuild):
+        return plan  # the same inputs are already live: nothing to do
+
+    if not options.skip_build:
+        plan.add(*images.plan_builds(env, release, local, revision, rebuild=options.rebuild))
+
+    plan.add(acquire_lock(layout, release.id, options, facts.lock is not None and options.break_lock))
+
+    ship = sorted(set(release.images.values()) - facts.images)
+    for image in ship:
+        if image in env.images.values() and not env.ship_images:
+            plan.add(Run(f"pull {image}", ["docker", "pull", image], on=SERVER, stream=True, timeout=900))
+        else:
+            plan.add(ShipImage(f"ship {image}", image, facts.layers))
+
+    if release.id not in facts.releases:
+        plan.add(*upload_release(layout, release))
+
+    # the database first: roles and migrations run before the new API and frontend take traffic
+    plan.add(install_config(layout, release.id, shared_paths(env)))
+    plan.add(Run("start postgres and redis", compose(folder, "up", "-d", "--wait", "--wait-timeout", "180",
+                                                      "postgres", "redis"), on=SERVER, stream=True, timeout=240))
+    plan.add(db.roles_step(env, folder))
+    plan.add(db.migrate_step(env, folder))
+    plan.add(Run("start every service and wait until healthy",
+                 compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
+                 on=SERVER, stream=True, timeout=360))
+    plan.add(reload_caddy(folder))
+    plan.add(mark_current(layout, release.id))
+    plan.add(*prune_releases(layout, facts.releases, facts.current, release.id, env.keep_releases))
+    plan.add(release_lock(layout))
+    return plan
+
+
+def plan_recovery(env, release, facts, started: bool) -> Plan:
+    """After a failure: the previous release serves again, the new one goes, the lock is freed.
+    `started` says the new release's config was installed or its containers started."""
+    layout = Layout(env.remote_dir)
+    plan = Plan(f"recover from a failed deploy of {release.id}")
+    if started and facts.current and facts.current != release.id:
+        plan.add(*switch_to(env, layout, facts.current, f"bring the previous release {facts.current} back"))
+    if release.id not in facts.releases and release.id != facts.current:
+        plan.add(Run(f"remove the unfinished release {release.id}",
+                     ["rm", "-rf", "--", layout.release(release.id), layout.release(release.id) + ".partial"],
+                     on=SERVER))
+    plan.add(release_lock(layout))
+    return plan
+
+
+def switch_to(env, layout: Layout, release_id: str, title: str) -> list:
+    """Serve an existing release again: its config, its containers, Caddy reloaded (no build)."""
+    folder = layout.release(release_id)
+    return [install_config(layout, release_id, shared_paths(env)),
+            Run(title, compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
+                on=SERVER, stream=True, timeout=360),
+            reload_caddy(folder)]
+
+
+def install_config(layout: Layout, release_id: str, paths: dict) -> Run:
+    """Copy the release's Caddyfile and first-boot scripts into the folders the containers mount
+    (see render.shared_paths); the rename makes the Caddyfile swap atomic."""
+    rel = shlex.quote(layout.release(release_id))
+    caddy, init = shlex.quote(paths["caddy"]), shlex.quote(paths["postgres_init"])
+    script = (f"set -e; mkdir -p {caddy} {init}; "
+              f"cp {rel}/Caddyfile {caddy}/.Caddyfile.new && mv -f {caddy}/.Caddyfile.new {caddy}/Caddyfile; "
+              f"cp -p {rel}/postgres-init/* {init}/")
+    return Run(f"install the config of {release_id}", ["sh", "-c", script], on=SERVER)
+
+
+def reload_caddy(folder: str) -> Run:
+    """A graceful reload: open connections and SSE streams survive (stream_close_delay)."""
+    return Run("reload caddy", compose(folder, "exec", "-T", "caddy", "caddy", "reload", "--config",
+                                       "/etc/caddy/Caddyfile", "--adapter", "caddyfile"), on=SERVER, timeout=60)
+
+
+def acquire_lock(layout: Layout, release_id: str, options: Options, breaking: bool) -> Run:
+    """mkdir is atomic: of two deploys racing here, exactly one gets the lock."""
+    info = json.dumps({"holder": options.holder, "since": int(time.time()), "release": release_id},
+                      sort_keys=True)
+    lock = shlex.quote(layout.lock)
+    script = (f"mkdir -p {shlex.quote(layout.releases)} && "
+              + (f"rm -rf {lock} && " if breaking else "")
+              + f"if mkdir {lock} 2>/dev/null; then printf '%s\\n' {shlex.quote(info)} > {lock}/info; "
+              f"else echo \"deploy lock held by: $(cat {lock}/info 2>/dev/null)\" >&2; exit 75; fi")
+    return Run("take the deploy lock" + (" (breaking a stale one)" if breaking else ""), ["sh", "-c", script],
+               on=SERVER)
+
+
+def release_lock(layout: Layout) -> Run:
+    return Run("release the deploy lock", ["rm", "-rf", "--", layout.lock], on=SERVER)
+
+
+def upload_release(layout: Layout, release) -> list:
+    """Files into `<id>.partial/`, then one rename: a release folder is whole or absent."""
+    final = layout.release(release.id)
+    partial = final + ".partial"
+    dirs = sorted({posixpath.dirname(posixpath.join(partial, p)) for p in release.files})
+    steps = [Run(f"prepare release folder {release.id}",
+                 ["sh", "-c", f"rm -rf {shlex.quote(partial)} && mkdir -p -m 0750 " + " ".join(map(shlex.quote, dirs))],
+                 on=SERVER)]
+    for rel, f in sorted(release.files.items()):
+        content = Secret(f.content.decode(), rel) if f.secret else f.content
+        steps.append(WriteFile(f"upload {rel}", posixpath.join(partial, rel), content, f.mode, on=SERVER))
+    steps.append(Run(f"complete release folder {release.id}", ["mv", "-T", "--", partial, final], on=SERVER))
+    return steps
+
+
+def mark_current(layout: Layout, release_id: str) -> Run:
+    tmp = layout.current + ".new"
+    return Run(f"mark {release_id} current",
+               ["sh", "-c", f"ln -sfn releases/{shlex.quote(release_id)} {shlex.quote(tmp)} && "
+                            f"mv -T {shlex.quote(tmp)} {shlex.quote(layout.current)}"], on=SERVER)
+
+
+def prune_releases(layout: Layout, on_disk, current, new_id: str, keep: int) -> list:
+    """Keep `keep` releases in all: the new one, the current one (the rollback target), and the
+    newest of the others."""
+    others = [r for r in on_disk if r not in (new_id, current)]
+    room = max(keep - 1 - (1 if current and current != new_id else 0), 0)
+    old = others[:max(len(others) - room, 0)]
+    if not old:
+        return []
+    return [Run(f"remove {len(old)} old release(s)", ["rm", "-rf", "--", *(layout.release(r) for r in old)],
+                on=SERVER)]
+
+
+
+# -- running it -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    release: str
+    environment: str
+    images: dict
+    steps: list  # (title, seconds)
+    bytes_shipped: int
+    seconds: float
+    urls: list
+
+    def as_dict(self) -> dict:
+        return {"release": self.release, "environment": self.environment, "images": self.images,
+                "steps": [{"title": t, "seconds": round(s, 2)} for t, s in self.steps],
+                "bytes_shipped": self.bytes_shipped, "seconds": round(self.seconds, 2), "urls": self.urls}
+
+    def summary(self) -> str:
+        lines = [f"deployed release {self.release} to {self.environment} in {self.seconds:.1f}s "
+                 f"({self.bytes_shipped / 1e6:.1f} MB of image layers shipped)"]
+        lines += [f"  {s:7.1f}s  {t}" for t, s in self.steps if s >= 0.5]
+        lines += [f"  {url}" for url in self.urls]
+        return "\n".join(lines)
+
+
+def gather(env, connection):
+    """Server facts in one SSH round trip."""
+    from .facts import parse_probe, probe_argv
+
+    done = connection.run(probe_argv(env.remote_dir), timeout=120)
+    return parse_probe(done.stdout.decode(errors="replace"))
+
+
+def deploy(env, release, connection, runner, options: Options, revision: str) -> Outcome | None:
+    """Plan the deploy of `release` from the server's facts, then run it (or print it: dry run).
+    On a failure, run the recovery plan and raise the original error."""
+    started_at = time.monotonic()
+    facts = gather(env, connection)
+    problems = preflight(env, facts, options)
+    if problems:
+        raise DeployRefused("deploy refused, nothing was changed:\n" + "\n".join(f"  - {p}" for p in problems))
+    local = {} if options.skip_build else images.local_images(b["image"] for b in release.builds.values())
+    plan = plan_deploy(env, release, facts, local, revision, options)
+    if not plan.steps:
+        runner.say(f"release {release.id} is already current on {env.name}: nothing to do (--force redeploys it)")
+        return Outcome(release.id, env.name, dict(sorted(release.images.items())), [], 0,
+                       time.monotonic() - started_at, [f"https://{d}" for _, d in env.domains.items()])
+    if runner.dry_run:
+        runner.run(plan)
+        runner.say("on failure: " + plan_recovery(env, release, facts, started=True).render())
+        return None
+
+    lock_at = next(i for i, s in enumerate(plan.steps) if s.title.startswith("take the deploy lock"))
+    config_at = next(i for i, s in enumerate(plan.steps) if s.title.startswith("install the config"))
+    try:
+        runner.run(plan)
+    except StepFailed as failure:
+        failed_at = plan.steps.index(failure.step)
+        if failed_at > lock_at:
+            recovery = plan_recovery(env, release, facts, started=failed_at >= config_at)
+            runner.say(f"!!  {failure.step.title} failed: recovering")
+            try:
+                runner.run(recovery)
+            except StepFailed as second:
+                runner.say(f"!!  recovery failed too, at: {second.step.title}\n{second}")
+        raise
+    return Outcome(
+        release=release.id, environment=env.name, images=dict(sorted(release.images.items())),
+        steps=[(r.step.title, r.seconds) for r in runner.results], bytes_shipped=runner.bytes_shipped,
+        seconds=time.monotonic() - started_at,
+        urls=[f"https://{d}" for _, d in env.domains.items()],
+    )
+
+
+def rollback(env, connection, runner, to: str | None = None) -> str:
+    """Serve a previous release again (the one before `current`, or `to`), without a build."""
+    facts = gather(env, connection)
+    if facts.lock:
+        raise DeployRefused(f"a deploy is in progress: lock held by {facts.lock.describe()}")
+    if to is None:
+        older = [r for r in facts.releases if r != facts.current]
+        if not older:
+            raise DeployRefused(f"nothing to roll back to: the server has only release {facts.current}")
+        to = older[-1]
+    elif to not in facts.releases:
+        raise DeployRefused(f"release {to} is not on the server (it has: {', '.join(facts.releases) or 'none'})")
+    layout = Layout(env.remote_dir)
+    plan = Plan(f"roll back {env.name} from {facts.current} to {to}")
+    plan.add(acquire_lock(layout, to, Options(), breaking=False))
+    plan.add(*switch_to(env, layout, to, f"start release {to} and wait until healthy"))
+    plan.add(mark_current(layout, to), release_lock(layout))
+    try:
+        runner.run(plan)
+    except StepFailed as failure:
+        if plan.steps.index(failure.step) > 0:  # the lock is ours: give it back
+            runner.run(Plan("unlock", [release_lock(layout)]))
+        raise
+    return to

@@ -1,0 +1,113 @@
+"""App images: built with no layer cache, then import-checked in a throw-away container, labelled
+with the source revision and build digest. A stale or broken image never ships.
+
+Planning is pure (`plan_builds`); `local_images` reads what this machine has.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from .steps import Plan, Run
+
+LABEL_DIGEST = "opskit.build.digest"
+LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_RELEASE = "opskit.release"
+
+# One container per image runs every check and stops at the first failure, naming it.
+_PYTHON_CHECKS = """\
+import importlib, sys, traceback
+for check in sys.argv[1:]:
+    module, _, attr = check.partition(":")
+    try:
+        found = importlib.import_module(module)
+        if attr:
+            getattr(found, attr)
+    except BaseException as exc:
+        print(f"import check failed: {check}: {type(exc).__name__}: {exc}")
+        traceback.print_exc(limit=3)
+        sys.exit(1)
+    print(f"ok {check}")
+"""
+_NODE_CHECKS = """\
+for (const check of process.argv.slice(1)) {
+  try { require(check); } catch (e) {
+    console.log(`import check failed: ${check}: ${e.code || e.name}: ${e.message.split("\\n")[0]}`);
+    process.exit(1);
+  }
+  console.log(`ok ${check}`);
+}
+"""
+
+
+def build_step(build, image: str, digest: str, revision: str, release: str, pull: bool) -> Run:
+    """`docker buildx build --no-cache`: BuildKit, every layer new (the point: no stale layer)."""
+    argv = ["docker", "buildx", "build", "--no-cache", "--progress", "plain", "--load",
+            "--file", str(build.context / build.dockerfile), "--tag", image,
+            "--label", f"{LABEL_DIGEST}={digest}", "--label", f"{LABEL_REVISION}={revision}",
+            "--label", f"{LABEL_RELEASE}={release}"]
+    if pull:
+        argv.append("--pull")
+    for name, value in build.args:
+        argv += ["--build-arg", f"{name}={value}"]
+    argv.append(str(build.context))
+    return Run(f"build {build.name} image {image} (no cache)", argv, stream=True, timeout=1800)
+
+
+def check_step(build, image: str) -> Run:
+    """Import every module of `build.import_checks` inside the image, with no network."""
+    program, script = ("node", _NODE_CHECKS) if build.language == "node" else ("python", _PYTHON_CHECKS)
+    flag = "-e" if program == "node" else "-c"
+    argv = ["docker", "run", "--rm", "--network", "none", "--entrypoint", program, image, flag, script,
+            *build.import_checks]
+    return Run(f"import checks of {build.name} ({len(build.import_checks)}: {', '.join(build.import_checks)})",
+               argv, timeout=300)
+
+
+def plan_builds(env, release, local: dict, revision: str, rebuild: bool = False,
+                pull: bool | None = None) -> Plan:
+    """Build what is missing (or everything with `rebuild`), then check it.
+
+    `local` maps image reference -> its labels, for the images this machine already has. An image
+    whose tag (the digest of its inputs) is present was built with no cache from these very inputs,
+    so it is neither rebuilt nor re-checked unless `rebuild` is set.
+    """
+    plan = Plan("build")
+    for name, info in sorted(release.builds.items()):
+        build, image = env.builds[name], info["image"]
+        have = local.get(image)
+        if have is not None and have.get(LABEL_DIGEST) == info["context_digest"] and not rebuild:
+            continue
+        should_pull = (not env.ship_images) if pull is None else pull
+        plan.add(build_step(build, image, info["context_digest"], revision, release.id, should_pull))
+        if build.import_checks:
+            plan.add(check_step(build, image))
+    return plan
+
+
+def local_images(references) -> dict:
+    """{reference: labels} for the references this machine's engine has (one inspect call)."""
+    refs = sorted(set(references))
+    if not refs:
+        return {}
+    done = subprocess.run(["docker", "image", "inspect", *refs], capture_output=True, text=True)
+    found = json.loads(done.stdout or "[]")
+    out = {}
+    for image in found:
+        labels = (image.get("Config") or {}).get("Labels") or {}
+        for tag in image.get("RepoTags") or []:
+            if tag in refs:
+                out[tag] = labels
+    return out
+
+
+def layers(references, inspect_output: str) -> dict:
+    """{reference: [diff ids]} from `docker image inspect` JSON output (local or remote)."""
+    refs = set(references)
+    out = {}
+    for image in json.loads(inspect_output or "[]"):
+        for tag in image.get("RepoTags") or []:
+            if tag in refs:
+                out[tag] = list((image.get("RootFS") or {}).get("Layers") or [])
+    return out

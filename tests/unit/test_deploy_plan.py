@@ -1,0 +1,181 @@
+"""The deploy plan as data: what it does, in which order, and what it leaves out, for given facts."""
+
+from __future__ import annotations
+
+import pytest
+
+from opskit import deploy, render
+from opskit.facts import Lock, ServerFacts, parse_probe
+from opskit.ship import ShipImage
+from opskit.steps import Run, WriteFile
+
+FRESH = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current=None, now=1_000_000.0)
+
+
+@pytest.fixture
+def env(make_env):
+    return make_env("local")
+
+
+@pytest.fixture
+def release(env):
+    return render.render(env)
+
+
+def titles(plan):
+    return [s.title for s in plan]
+
+
+def plan_for(env, release, facts=FRESH, local=None, **options):
+    return deploy.plan_deploy(env, release, facts, local or {}, "abc123", deploy.Options(**options))
+
+
+def test_a_first_deploy_builds_checks_ships_uploads_then_starts_in_order(env, release):
+    plan = plan_for(env, release)
+    t = titles(plan)
+    order = ["build api", "import checks of api", "build frontend", "import checks of frontend",
+             "take the deploy lock", "ship ", "prepare release folder", "upload docker-compose.yml",
+             "complete release folder", "install the config", "start postgres and redis", "roles ",
+             "migrate: alembic upgrade head", "start every service", "reload caddy", f"mark {release.id} current",
+             "release the deploy lock"]
+    positions = [next(i for i, title in enumerate(t) if title.startswith(prefix)) for prefix in order]
+    assert positions == sorted(positions), t
+
+
+def test_builds_use_no_cache_and_label_the_revision(env, release):
+    build = next(s for s in plan_for(env, release) if s.title.startswith("build api"))
+    assert build.argv[:4] == ("docker", "buildx", "build", "--no-cache")
+    assert "org.opencontainers.image.revision=abc123" in build.argv
+    assert f"opskit.build.digest={release.builds['api']['context_digest']}" in build.argv
+    assert "--pull" not in build.argv  # local bases come from the offline kit, not a registry
+
+
+def test_import_checks_run_every_listed_module_without_network(env, release):
+    check = next(s for s in plan_for(env, release) if s.title.startswith("import checks of api"))
+    assert check.argv[:5] == ("docker", "run", "--rm", "--network", "none")
+    assert check.argv[-len(env.builds["api"].import_checks):] == env.builds["api"].import_checks
+    assert "alembic.config:Config" in check.argv
+
+
+def test_images_whose_inputs_are_unchanged_are_not_rebuilt(env, release):
+    local = {b["image"]: {"opskit.build.digest": b["context_digest"]} for b in release.builds.values()}
+    assert not any(t.startswith("build") for t in titles(plan_for(env, release, local=local)))
+    assert any(t.startswith("build") for t in titles(plan_for(env, release, local=local, rebuild=True)))
+
+
+def test_only_images_the_server_lacks_are_shipped_minus_its_layers(env, release):
+    facts = ServerFacts(**{**FRESH.__dict__, "images": frozenset({release.images["postgres"]}),
+                           "layers": frozenset({"sha256:base"})})
+    ships = [s for s in plan_for(env, release, facts) if isinstance(s, ShipImage)]
+    assert {s.image for s in ships} == set(release.images.values()) - {release.images["postgres"]}
+    assert all(s.skip == {"sha256:base"} for s in ships)
+
+
+def test_official_images_are_pulled_when_the_environment_does_not_ship_them(make_env):
+    env = make_env("production")
+    plan = plan_for(env, render.render(env))
+    assert [s.argv for s in plan if s.title.startswith("pull")] == [
+        ("docker", "pull", "caddy:2"), ("docker", "pull", "postgres:16"), ("docker", "pull", "redis:7")]
+    assert "--pull" in next(s for s in plan if s.title.startswith("build api")).argv
+
+
+def test_env_files_are_uploaded_0600_and_their_content_never_prints(env, release):
+    plan = plan_for(env, release)
+    uploads = {s.path.rsplit("/", 1)[-1]: s for s in plan if isinstance(s, WriteFile)}
+    assert uploads["api.env"].mode == 0o600 and uploads["docker-compose.yml"].mode == 0o644
+    printed = plan.render()
+    for secret in env.secrets.values():
+        assert secret.reveal() not in printed
+    assert "secret content" in uploads["api.env"].describe()
+
+
+def test_the_release_is_uploaded_beside_its_final_folder_then_renamed(env, release):
+    plan = plan_for(env, release)
+    final = f"{env.remote_dir}/releases/{release.id}"
+    assert all(s.path.startswith(final + ".partial/") for s in plan if isinstance(s, WriteFile))
+    assert next(s for s in plan if s.title.startswith("complete")).argv == ("mv", "-T", "--", final + ".partial", final)
+
+
+def test_roles_passwords_travel_on_stdin_only(env, release):
+    roles = next(s for s in plan_for(env, release) if s.title.startswith("roles "))
+    assert all(secret.reveal() not in " ".join(map(str, roles.argv)) for secret in env.secrets.values())
+    assert str(roles.stdin) == "***"
+
+
+def test_migrations_run_in_the_new_release_before_the_full_start(env, release):
+    plan = plan_for(env, release)
+    migrate = next(s for s in plan if s.title.startswith("migrate"))
+    assert f"{env.remote_dir}/releases/{release.id}/docker-compose.yml" in migrate.argv
+    assert migrate.argv[-6:] == ("--no-deps", "-T", "api", "alembic", "upgrade", "head")
+
+
+def test_the_same_release_already_current_plans_nothing(env, release):
+    facts = ServerFacts(**{**FRESH.__dict__, "current": release.id, "releases": (release.id,)})
+    assert len(plan_for(env, release, facts)) == 0
+    assert len(plan_for(env, release, facts, force=True)) > 0
+
+
+def test_a_release_already_on_disk_is_not_uploaded_again(env, release):
+    facts = ServerFacts(**{**FRESH.__dict__, "current": "old", "releases": ("old", release.id)})
+    assert not [s for s in plan_for(env, release, facts) if isinstance(s, WriteFile)]
+
+
+def test_old_releases_beyond_the_limit_are_pruned_but_never_the_current(env, release):
+    on_disk = tuple(f"r{i}" for i in range(6))
+    facts = ServerFacts(**{**FRESH.__dict__, "current": "r0", "releases": on_disk})
+    prune = next(s for s in plan_for(env, release, facts) if s.title.startswith("remove"))
+    removed = {p.rsplit("/", 1)[-1] for p in prune.argv[3:]}
+    assert removed == {"r1", "r2"} and "r0" not in removed  # keep 5: r0 (current), r3..r5, new
+
+
+# -- preflight and lock ---------------------------------------------------------------------------
+
+
+def test_preflight_refuses_a_server_without_docker_or_disk(env):
+    facts = ServerFacts(docker=None, compose=None, disk_free_mb=100, current=None)
+    problems = deploy.preflight(env, facts, deploy.Options())
+    assert len(problems) == 3 and "no Docker engine" in problems[0] and "only 100 MB free" in problems[2]
+
+
+def test_a_held_lock_refuses_and_names_its_holder(env):
+    facts = ServerFacts(**{**FRESH.__dict__, "lock": Lock("ci@runner", FRESH.now - 60, "abc")})
+    assert deploy.preflight(env, facts, deploy.Options()) == [
+        "a deploy is in progress: lock held by ci@runner since 999940 (release abc); wait for it to finish"]
+
+
+def test_only_a_stale_lock_can_be_broken(env, release):
+    young = ServerFacts(**{**FRESH.__dict__, "lock": Lock("ci@runner", FRESH.now - 60, "abc")})
+    assert "only 60 s old" in deploy.preflight(env, young, deploy.Options(break_lock=True))[0]
+    old = ServerFacts(**{**FRESH.__dict__, "lock": Lock("ci@runner", FRESH.now - 7200, "abc")})
+    assert "--break-lock" in deploy.preflight(env, old, deploy.Options())[0]
+    assert deploy.preflight(env, old, deploy.Options(break_lock=True)) == []
+    lock = next(s for s in plan_for(env, release, old, break_lock=True) if s.title.startswith("take"))
+    assert "breaking a stale one" in lock.title
+
+
+def test_recovery_brings_the_previous_release_back_and_frees_the_lock(env, release):
+    facts = ServerFacts(**{**FRESH.__dict__, "current": "prev", "releases": ("prev",)})
+    plan = deploy.plan_recovery(env, release, facts, started=True)
+    assert titles(plan) == ["install the config of prev", "bring the previous release prev back", "reload caddy",
+                            f"remove the unfinished release {release.id}", "release the deploy lock"]
+    assert titles(deploy.plan_recovery(env, release, facts, started=False))[0].startswith("remove the unfinished")
+
+
+def test_the_probe_output_parses_into_facts():
+    output = ("docker=26.1.5\ncompose=2.26.1\ndisk_free_kb=4096000\ncurrent=abc\nreleases=old abc \n"
+              'lock={"holder": "me@laptop", "since": 100, "release": "abc"}\nnow=160\nimages=a:1 b:2 \n'
+              '---inspect---\n[{"RepoTags": ["a:1"], "RootFS": {"Layers": ["sha256:x", "sha256:y"]}}]\n')
+    facts = parse_probe(output)
+    assert (facts.docker, facts.compose, facts.disk_free_mb, facts.current) == ("26.1.5", "2.26.1", 4000, "abc")
+    assert facts.releases == ("old", "abc") and facts.images == {"a:1", "b:2"}
+    assert facts.lock == Lock("me@laptop", 100.0, "abc") and facts.layers == {"sha256:x", "sha256:y"}
+
+
+def test_an_empty_server_parses_into_empty_facts():
+    facts = parse_probe("docker=\ncompose=\ndisk_free_kb=\ncurrent=\nreleases=\nlock=\nnow=5\nimages=\n---inspect---\n[]\n")
+    assert facts.docker is None and facts.lock is None and facts.releases == () and facts.layers == frozenset()
+
+
+def test_run_steps_name_where_they_run(env, release):
+    plan = plan_for(env, release)
+    assert all(s.on == "server" for s in plan if isinstance(s, Run) and not s.title.startswith(("build", "import")))
