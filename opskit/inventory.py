@@ -104,6 +104,17 @@ class Logging:
 
 
 @dataclass(frozen=True)
+class Smoke:
+    """What the smoke suite accepts as healthy (thresholds live here, not in the tests)."""
+
+    min_free_disk_mb: int
+    min_free_inodes_percent: int
+    max_db_connections_percent: int
+    task_roundtrip: values.Duration
+    max_restarts: int
+
+
+@dataclass(frozen=True)
 class Vps:
     """The simulated VPS (a local container); only an environment that has one sets this."""
 
@@ -132,6 +143,7 @@ class Environment:
     flower_user: str
     resources: dict  # service -> Resources
     logging: Logging
+    smoke: Smoke
     secrets: dict = field(repr=False)  # name -> Secret
     vps: Vps | None = None
     root: Path = ROOT
@@ -242,7 +254,7 @@ class _Parser:
     TOP = {
         "host", "ssh", "remote_dir", "keep_releases", "project", "domains", "tls", "images",
         "ship_images", "builds", "services", "postgres", "sse", "beat_interval", "flower",
-        "resources", "logging", "secrets", "secrets_file", "generate_secrets", "vps",
+        "resources", "logging", "smoke", "secrets", "secrets_file", "generate_secrets", "vps",
     }
 
     def __init__(self, data: dict, where: _Where, problems: list, base: Path, name: str):
@@ -317,6 +329,7 @@ class _Parser:
             flower_user=self.flower(),
             resources=self.resources(),
             logging=self.logging(),
+            smoke=self.smoke(),
             secrets={},
             vps=self.vps(),
             root=self.base,
@@ -467,6 +480,30 @@ class _Parser:
         return Logging(
             self.typed(values.size, "logging", "max_size", required=False, default="10m"),
             self.typed(values.positive_int, "logging", "max_files", required=False, default=5),
+        )
+
+    def smoke(self) -> Smoke:
+        self.section(("smoke",), {"min_free_disk_mb", "min_free_inodes_percent", "max_db_connections_percent",
+                                  "task_roundtrip", "max_restarts"}, required=False)
+
+        def percent(v):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 100:
+                raise ValueError(f"expected a percentage from 1 to 100, got {v!r}")
+            return v
+
+        def count(v):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"expected a whole number of at least 0, got {v!r}")
+            return v
+
+        return Smoke(
+            min_free_disk_mb=self.typed(values.positive_int, "smoke", "min_free_disk_mb", required=False, default=2048),
+            min_free_inodes_percent=self.typed(percent, "smoke", "min_free_inodes_percent", required=False, default=10),
+            max_db_connections_percent=self.typed(percent, "smoke", "max_db_connections_percent", required=False,
+                                                  default=80),
+            task_roundtrip=self.typed(values.duration, "smoke", "task_roundtrip", required=False,
+                                      default=values.Duration(20_000)),
+            max_restarts=self.typed(count, "smoke", "max_restarts", required=False, default=3),
         )
 
     def vps(self) -> Vps | None:
