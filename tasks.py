@@ -7,6 +7,7 @@ A thin face: each task parses its flags, calls one function in `opskit/`, prints
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -117,6 +118,58 @@ def rollback(c, env="local", to=None, dry_run=False, yes=False):
         print(f"{env} now serves release {release}")
 
 
+@task(help={"env": ENV_HELP})
+@reports_errors
+def status(c, env="local"):
+    """Current release, and each service's state, health and age."""
+    from opskit import status as st
+
+    environment = inventory.load(env, with_secrets=False)
+    with Connection(environment.ssh) as conn:
+        done = conn.run(st.status_argv(environment.remote_dir, environment.project), timeout=60)
+    print(st.table(*st.parse_status(done.stdout.decode(errors="replace"))))
+
+
+@task(help={"env": ENV_HELP, "since": "only logs newer than this (e.g. 10m, 2h)",
+            "follow": "keep following (default on; --no-follow to print and stop)"})
+@reports_errors
+def logs(c, service, env="local", since="10m", follow=True):
+    """Logs of one service of the current release (`invoke logs worker`)."""
+    environment = inventory.load(env, with_secrets=False)
+    current = f"{environment.remote_dir}/current"
+    argv = deploying.compose(current, "logs", "--since", since, *(["--follow"] if follow else []), service)
+    with Connection(environment.ssh) as conn:
+        done = conn.run(argv, on_line=print)
+    if done.returncode != 0:
+        raise Exit(f"error: logs of {service} failed (exit {done.returncode})", code=done.returncode)
+
+
+def ssh_argv(environment, *extra) -> list[str]:
+    """The system ssh client with the same pinned host key (never trust on first use)."""
+    t = environment.ssh
+    return ["ssh", "-i", str(t.key_file), "-p", str(t.port), "-o", f"UserKnownHostsFile={t.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", *extra, f"{t.user}@{t.host}"]
+
+
+@task(name="ssh", help={"env": ENV_HELP})
+@reports_errors
+def ssh_shell(c, env="local"):
+    """Open a shell on the server (host key checked against the pinned known_hosts)."""
+    environment = inventory.load(env, with_secrets=False)
+    os.execvp("ssh", ssh_argv(environment))
+
+
+@task(help={"env": ENV_HELP, "port": "local port (default: the inventory's published Postgres port)"})
+@reports_errors
+def tunnel(c, env="local", port=None):
+    """Forward Postgres (published on the server's loopback) to this machine's loopback."""
+    environment = inventory.load(env, with_secrets=False)
+    pg = environment.postgres
+    local = int(port or pg.publish_port)
+    print(f"postgresql://{pg.admin_role}@127.0.0.1:{local}/{pg.database} (Ctrl-C to close)")
+    os.execvp("ssh", ssh_argv(environment, "-N", "-L", f"127.0.0.1:{local}:{pg.publish_host}:{pg.publish_port}"))
+
+
 @task(help={"tier": "unit, integration, e2e or all (default)", "k": "only tests matching this expression",
             "junit": "write JUnit XML to this file"})
 def test(c, tier="all", k=None, junit="build/test-results.xml"):
@@ -131,4 +184,5 @@ def test(c, tier="all", k=None, junit="build/test-results.xml"):
         raise Exit(f"tests failed (pytest exit code {result.exited})", code=result.exited)
 
 
-ns = Collection(render, diff, check, deploy, rollback, test)
+ns = Collection(render, diff, check, deploy, rollback, status, logs, ssh_shell, test)
+ns.add_collection(Collection("db", tunnel))
