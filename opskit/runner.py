@@ -56,9 +56,9 @@ class Runner:
             output = self._execute(step)
             result = StepResult(step, time.monotonic() - started, output)
             results.append(result)
+            self.results.append(result)  # kept as they finish: a failed run still shows its timings
             if result.seconds >= 2:
                 self.say(f"    done in {result.seconds:.1f}s")
-        self.results.extend(results)
         return results
 
     # -- dispatch -------------------------------------------------------------------------------

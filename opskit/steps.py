@@ -16,7 +16,12 @@ SERVER = "server"
 
 
 def _shown(part) -> str:
-    return str(part) if isinstance(part, Secret) else shlex.quote(str(part))
+    if isinstance(part, Secret):
+        return str(part)
+    text = str(part)
+    if "\n" in text.strip():  # an inline script: its size, not its body, keeps plans readable
+        return f"<{text.strip().count(chr(10)) + 1}-line script>"
+    return shlex.quote(text)
 
 
 @dataclass(frozen=True)

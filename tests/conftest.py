@@ -68,3 +68,14 @@ def repo_copy(tmp_path) -> Path:
     for folder in ("compose", "caddy", "postgres-init"):
         shutil.copytree(ROOT / folder, out / folder)
     return out
+
+
+@pytest.fixture(scope="session")
+def kit_images():
+    """The offline image kit, built once (a no-op in seconds when it is already built)."""
+    from opskit import kit
+    from tests.integration.docker_engine import engine_available
+
+    if not engine_available():
+        pytest.skip("no Docker engine answers: run scripts/setup-docker.sh")
+    kit.build_kit()
