@@ -14,9 +14,10 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from opskit import ROOT, deploy as deploying, inventory, render as rendering
+from opskit import ROOT, db, deploy as deploying, inventory, render as rendering
 from opskit.errors import OpskitError
 from opskit.runner import Runner
+from opskit.steps import Plan
 from opskit.sources import source_revision
 from opskit.ssh import Connection
 
@@ -159,6 +160,30 @@ def ssh_shell(c, env="local"):
     os.execvp("ssh", ssh_argv(environment))
 
 
+def _db_step(env: str, title: str, step_for, report) -> None:
+    """Run one database step against the current release and print what it changed."""
+    environment = inventory.load(env)
+    folder = deploying.Layout(environment.remote_dir).current
+    with Connection(environment.ssh) as conn:
+        [done] = Runner(conn).run(Plan(f"{title} on {env}", [step_for(environment, folder)]))
+    print(report(done.output).summary())
+
+
+@task(help={"env": ENV_HELP})
+@reports_errors
+def roles(c, env="local"):
+    """Create or update the admin and UI roles and their grants (idempotent; says "no change")."""
+    # inline: the script from this inventory, not the server's copy from the last deploy
+    _db_step(env, "db.roles", lambda e, folder: db.roles_step(e, folder, inline=True), db.roles_result)
+
+
+@task(help={"env": ENV_HELP})
+@reports_errors
+def migrate(c, env="local"):
+    """Run `alembic upgrade head` in the current release's API image, as the admin role."""
+    _db_step(env, "db.migrate", db.migrate_step, db.migrate_result)
+
+
 @task(help={"env": ENV_HELP, "port": "local port (default: the inventory's published Postgres port)"})
 @reports_errors
 def tunnel(c, env="local", port=None):
@@ -185,4 +210,6 @@ def test(c, tier="all", k=None, junit="build/test-results.xml"):
 
 
 ns = Collection(render, diff, check, deploy, rollback, status, logs, ssh_shell, test)
-ns.add_collection(Collection("db", tunnel))
+db_tasks = Collection("db", roles, tunnel)
+db_tasks.add_task(migrate, default=True)  # `invoke db` means `invoke db.migrate`
+ns.add_collection(db_tasks)

@@ -17,7 +17,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from . import db, images
+from . import db, images, prisma_guard
 from .errors import OpskitError, StepFailed
 from .secrets import Secret
 from .ship import ShipImage
@@ -106,6 +106,10 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
 
     if not options.skip_build:
         plan.add(*images.plan_builds(env, release, local, revision, rebuild=options.rebuild))
+    if "frontend" in env.services:
+        # Alembic owns the schema: a frontend that would run prisma migrate / db push never ships
+        frontend = env.services["frontend"]
+        plan.add(prisma_guard.guard_step(release.images["frontend"], frontend.command, frontend.healthcheck))
 
     plan.add(acquire_lock(layout, release.id, options, facts.lock is not None and options.break_lock))
 

@@ -34,7 +34,7 @@ def test_a_first_deploy_builds_checks_ships_uploads_then_starts_in_order(env, re
     plan = plan_for(env, release)
     t = titles(plan)
     order = ["build api", "import checks of api", "build frontend", "import checks of frontend",
-             "take the deploy lock", "ship ", "prepare release folder", "upload docker-compose.yml",
+             "prisma guard", "take the deploy lock", "ship ", "prepare release folder", "upload docker-compose.yml",
              "complete release folder", "install the config", "start postgres and redis", "roles ",
              "migrate: alembic upgrade head", "start every service", "reload caddy", f"mark {release.id} current",
              "release the deploy lock"]
