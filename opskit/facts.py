@@ -35,7 +35,7 @@ class ServerFacts:
     releases: tuple = ()  # release ids on disk, oldest first
     lock: Lock | None = None
     images: frozenset = frozenset()  # "repo:tag" references present
-    layers: frozenset = field(default=frozenset(), repr=False)  # every diff ID present
+    layers: frozenset = field(default=frozenset(), repr=False)  # chain IDs of every layer present
     now: float = 0.0  # the server's clock, for lock ages
 
 

@@ -43,7 +43,9 @@ for (const check of process.argv.slice(1)) {
 
 def build_step(build, image: str, digest: str, revision: str, release: str, pull: bool) -> Run:
     """`docker buildx build --no-cache`: BuildKit, every layer new (the point: no stale layer)."""
-    argv = ["docker", "buildx", "build", "--no-cache", "--progress", "plain", "--load",
+    # --provenance=false: the docker driver keeps no attestations, and capturing them has crashed
+    # Engine 26.1 (a BuildKit nil dereference in walkProvenance) under concurrent builds
+    argv = ["docker", "buildx", "build", "--no-cache", "--provenance=false", "--progress", "plain", "--load",
             "--file", str(build.context / build.dockerfile), "--tag", image,
             "--label", f"{LABEL_DIGEST}={digest}", "--label", f"{LABEL_REVISION}={revision}",
             "--label", f"{LABEL_RELEASE}={release}"]

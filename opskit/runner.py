@@ -37,7 +37,8 @@ class Runner:
         self.out = out or sys.stderr
         self.verbose = verbose
         self.results: list[StepResult] = []
-        self.bytes_shipped = 0
+        self.bytes_shipped = 0  # compressed bytes on the wire
+        self.layers_loaded: set = set()  # diff IDs this run has put on the server
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -150,16 +151,21 @@ class Runner:
             if saved.returncode != 0:
                 raise StepFailed(step, saved.returncode, saved.stderr)
             counts = {}
+            skip = step.skip | self.layers_loaded  # an earlier image of this run may share layers
 
             def feed(out):
-                counts["sent"], counts["left_out"] = ship.filtered(tar, step.skip, _Progress(out, self._echo))
+                wire = ship.Gzip(_Progress(out, self._echo))
+                counts["sent"], counts["left_out"], counts["layers"] = ship.filtered(tar, skip, wire)
+                wire.close()
+                counts["wire"] = wire.compressed
 
             done = self._server().run(["docker", "load"], stdin=feed, timeout=1800)
         if done.returncode != 0:
             raise StepFailed(step, done.returncode, done.output)
-        self.bytes_shipped += counts["sent"]
-        summary = (f"sent {counts['sent'] / 1e6:.1f} MB of layers, left out {counts['left_out'] / 1e6:.1f} MB "
-                   "the server already had")
+        self.layers_loaded |= counts["layers"]
+        self.bytes_shipped += counts["wire"]
+        summary = (f"{counts['sent'] / 1e6:.1f} MB of layers sent as {counts['wire'] / 1e6:.1f} MB (gzip), "
+                   f"{counts['left_out'] / 1e6:.1f} MB the server already had left out")
         self._echo(summary)
         return done.output + summary
 

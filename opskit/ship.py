@@ -3,19 +3,25 @@ already has, stream the rest into `docker load` over the SSH connection.
 
 A `--no-cache` build makes every built layer new, but base layers are shared: what a code-only
 change ships is the app's own layers. Works with both `docker save` formats (OCI layout from
-Engine 25+, and the legacy one): layers are matched by diff ID through the image config.
+Engine 25+, and the legacy one): layers are found through the image config.
+
+A layer is left out only when the server has it *with the same layers below it*: Docker keys
+loaded layers by chain ID (a digest over the layer and all its parents), so the same diff ID on
+another parent (the empty layer of a WORKDIR, say) is a different layer that must be sent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
+import zlib
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class ShipImage:
-    """Send one image to the server, leaving out the layers whose diff IDs are in `skip`."""
+    """Send one image to the server, leaving out the layers whose chain IDs are in `skip`."""
 
     title: str
     image: str
@@ -25,40 +31,75 @@ class ShipImage:
         return f"{self.title} [local -> server] docker save {self.image} | (minus {len(self.skip)} layers the server has) | docker load"
 
 
+def chain_ids(diff_ids) -> list[str]:
+    """The OCI chain IDs of a layer list: ChainID(L1..n) = sha256(ChainID(L1..n-1) + " " + DiffID(Ln))."""
+    out, chain = [], None
+    for diff_id in diff_ids:
+        chain = diff_id if chain is None else "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
+        out.append(chain)
+    return out
+
+
 def layer_paths(tar: tarfile.TarFile) -> dict[str, str]:
-    """{member path of a layer: its diff ID}, read from the save's manifest and image config."""
+    """{member path of a layer: its chain ID}, read from the save's manifest and image config."""
     manifest = json.load(tar.extractfile("manifest.json"))
     out = {}
     for entry in manifest:
         config = json.load(tar.extractfile(entry["Config"]))
-        diff_ids = config["rootfs"]["diff_ids"]
-        for path, diff_id in zip(entry["Layers"], diff_ids):
-            out[path] = diff_id
+        for path, chain in zip(entry["Layers"], chain_ids(config["rootfs"]["diff_ids"])):
+            out[path] = chain
     return out
 
 
-def filtered(source_path: str, skip, out) -> tuple[int, int]:
+def filtered(source_path: str, skip, out) -> tuple[int, int, frozenset]:
     """Write `source_path` (a `docker save` tar) to `out` without the layers in `skip`.
 
-    Returns (bytes of layers sent, bytes of layers left out). Metadata always goes.
+    Returns (bytes of layers sent, bytes of layers left out, every chain ID of the image).
+    Metadata always goes.
     """
     sent = left_out = 0
     with tarfile.open(source_path, "r:") as src, tarfile.open(fileobj=out, mode="w|") as dst:
         paths = layer_paths(src)
         for member in src:
-            diff_id = paths.get(member.name)
-            if diff_id is not None and diff_id in skip:
+            chain = paths.get(member.name)
+            if chain is not None and chain in skip:
                 left_out += member.size
                 continue
-            if diff_id is not None:
+            if chain is not None:
                 sent += member.size
             dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-    return sent, left_out
+    return sent, left_out, frozenset(paths.values())
+
+
+class Gzip:
+    """Compresses what passes through (`docker load` reads gzip as it is): layers are mostly
+    text and binaries that shrink by half or more, and level 1 costs little CPU."""
+
+    def __init__(self, out, level: int = 1):
+        self.out = out
+        self.zip = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: gzip framing
+        self.raw = self.compressed = 0
+
+    def write(self, data) -> int:
+        self.raw += len(data)
+        chunk = self.zip.compress(data)
+        if chunk:
+            self.compressed += len(chunk)
+            self.out.write(chunk)
+        return len(data)
+
+    def close(self) -> None:
+        tail = self.zip.flush()
+        self.compressed += len(tail)
+        self.out.write(tail)
+
+    def flush(self) -> None:
+        pass
 
 
 def server_layers(inspect_output: str) -> frozenset:
-    """Every diff ID of every image on the server, from `docker image inspect` of all images."""
-    layers = set()
+    """The chain ID of every layer of every image on the server (`docker image inspect` of all)."""
+    chains = set()
     for image in json.loads(inspect_output or "[]"):
-        layers.update((image.get("RootFS") or {}).get("Layers") or [])
-    return frozenset(layers)
+        chains.update(chain_ids((image.get("RootFS") or {}).get("Layers") or []))
+    return frozenset(chains)

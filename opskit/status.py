@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
+from datetime import datetime
 
 _MARK = "---images---"
 
@@ -20,49 +21,61 @@ class ServiceState:
 
 
 def status_argv(remote_dir: str, project: str) -> list[str]:
-    d = shlex.quote(remote_dir)
+    d, p = shlex.quote(remote_dir), shlex.quote(project)
     script = f"""
 echo "current=$(basename "$(readlink {d}/current 2>/dev/null)" 2>/dev/null)"
 echo "now=$(date +%s)"
-docker ps --all --filter label=com.docker.compose.project={shlex.quote(project)} --format '{{{{json .}}}}'
+docker ps --all --filter label=com.docker.compose.project={p} --filter label=com.docker.compose.oneoff=False \\
+  --format '{{{{json .}}}}'
 echo {_MARK}
-ids=$(docker ps --all -q --filter label=com.docker.compose.project={shlex.quote(project)})
-[ -n "$ids" ] && docker inspect --format '{{{{json .}}}}' $ids | while read -r c; do echo "$c"; done
+docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}} {{{{.CreatedAt}}}}'
 """
     return ["sh", "-c", script]
 
 
-def parse_status(output: str) -> tuple[str | None, list[ServiceState]]:
-    import datetime as dt
+def _health(status: str) -> str:
+    for word in ("healthy", "unhealthy", "health: starting"):
+        if f"({word})" in status:
+            return word.replace("health: ", "")
+    return "-"
 
-    head, _, details = output.partition(_MARK)
-    current, now, states = None, None, []
-    created = {}
-    for line in details.splitlines():
-        if line.strip().startswith("{"):
-            c = json.loads(line)
-            created[c["Id"][:12]] = (c.get("Created"), (c.get("State") or {}).get("Health", {}).get("Status", "-"))
+
+def _created(text: str) -> float | None:
+    """`2026-11-23 15:22:01 +0000 UTC` -> unix time."""
+    try:
+        return datetime.strptime(" ".join(text.split()[:3]), "%Y-%m-%d %H:%M:%S %z").timestamp()
+    except ValueError:
+        return None
+
+
+def parse_status(output: str) -> tuple[str | None, list[ServiceState]]:
+    head, _, image_lines = output.partition(_MARK)
+    current, now, rows = None, 0.0, []
     for line in head.splitlines():
         if line.startswith("current="):
             current = line.partition("=")[2].strip() or None
         elif line.startswith("now="):
             now = float(line.partition("=")[2] or 0)
-        elif line.strip().startswith("{"):
-            row = json.loads(line)
-            labels = dict(item.split("=", 1) for item in row.get("Labels", "").split(",") if "=" in item)
-            made, health = created.get(row.get("ID", "")[:12], (None, "-"))
-            age = None
-            if made and now:
-                started = dt.datetime.fromisoformat(made[:26].rstrip("Z") + "+00:00" if "." in made else made)
-                age = (now - started.timestamp()) / 86400
-            states.append(ServiceState(labels.get("com.docker.compose.service", row.get("Names", "?")),
-                                       row.get("State", "?"), health, row.get("Image", "?"), age))
+        elif line.startswith("{"):
+            rows.append(json.loads(line))
+    created = {}
+    for line in image_lines.splitlines():
+        ref, _, when = line.partition(" ")
+        created[ref] = _created(when)
+    states = []
+    for row in rows:
+        labels = dict(kv.split("=", 1) for kv in row.get("Labels", "").split(",") if "=" in kv)
+        made = created.get(row.get("Image", ""))
+        states.append(ServiceState(labels.get("com.docker.compose.service", row.get("Names", "?")),
+                                   row.get("State", "?"), _health(row.get("Status", "")), row.get("Image", "?"),
+                                   (now - made) / 86400 if made and now else None))
     return current, sorted(states, key=lambda s: s.service)
 
 
 def table(current: str | None, states: list[ServiceState]) -> str:
-    lines = [f"current release: {current or 'none'}", f"{'service':10} {'state':10} {'health':10} {'container age':>13}  image"]
+    lines = [f"current release: {current or 'none'}",
+             f"{'service':10} {'state':10} {'health':10} {'image age':>10}  image"]
     for s in states:
         age = f"{s.image_age_days:.1f} d" if s.image_age_days is not None else "-"
-        lines.append(f"{s.service:10} {s.state:10} {s.health:10} {age:>13}  {s.image}")
+        lines.append(f"{s.service:10} {s.state:10} {s.health:10} {age:>10}  {s.image}")
     return "\n".join(lines)

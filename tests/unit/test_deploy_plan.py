@@ -6,7 +6,7 @@ import pytest
 
 from opskit import deploy, render
 from opskit.facts import Lock, ServerFacts, parse_probe
-from opskit.ship import ShipImage
+from opskit.ship import ShipImage, chain_ids
 from opskit.steps import Run, WriteFile
 
 FRESH = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current=None, now=1_000_000.0)
@@ -168,7 +168,8 @@ def test_the_probe_output_parses_into_facts():
     facts = parse_probe(output)
     assert (facts.docker, facts.compose, facts.disk_free_mb, facts.current) == ("26.1.5", "2.26.1", 4000, "abc")
     assert facts.releases == ("old", "abc") and facts.images == {"a:1", "b:2"}
-    assert facts.lock == Lock("me@laptop", 100.0, "abc") and facts.layers == {"sha256:x", "sha256:y"}
+    assert facts.lock == Lock("me@laptop", 100.0, "abc")
+    assert facts.layers == set(chain_ids(["sha256:x", "sha256:y"])) and "sha256:x" in facts.layers
 
 
 def test_an_empty_server_parses_into_empty_facts():
