@@ -274,7 +274,9 @@ def _compose_context(env: Environment, release: Release) -> dict:
             "env_file": None, "environment": [],
             "ports": ["80:80", "443:443", "443:443/udp"],
             "volumes": [f"{paths['caddy']}:/etc/caddy:ro", "caddy_data:/data", "caddy_config:/config"],
-            "depends_on": [("api", healthy), ("frontend", healthy), ("flower", healthy)],
+            # the API must answer before Caddy takes traffic; the frontend and Flower come up
+            # beside it (a longer chain of health gates only slows `up --wait`)
+            "depends_on": [("api", healthy), ("flower", "service_started"), ("frontend", "service_started")],
             "healthcheck": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:2019/config/"],
             "resources": res.get("caddy"), "stop_grace_period": None,
         },
