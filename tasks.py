@@ -14,7 +14,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from opskit import ROOT, db, deploy as deploying, inventory, render as rendering
+from opskit import ROOT, db, deploy as deploying, inventory, kit, render as rendering, vps
 from opskit.errors import OpskitError
 from opskit.runner import Runner
 from opskit.steps import Plan
@@ -195,6 +195,40 @@ def tunnel(c, env="local", port=None):
     os.execvp("ssh", ssh_argv(environment, "-N", "-L", f"127.0.0.1:{local}:{pg.publish_host}:{pg.publish_port}"))
 
 
+@task(name="build", help={"rebuild": "build every image again, without the layer cache",
+                          "dry_run": "print the plan, build nothing"})
+@reports_errors
+def kit_build(c, rebuild=False, dry_run=False):
+    """Build the offline image kit (Debian-based stand-ins for postgres, redis, caddy, python, node, the VPS)."""
+    kit.build_kit(rebuild=rebuild, dry_run=dry_run)
+
+
+def _vps_config(env: str):
+    return vps.VpsConfig.from_environment(inventory.load(env, with_secrets=False))
+
+
+@task(name="up", help={"env": ENV_HELP, "bare": "only sshd and a root key (no Docker): a fresh server to provision",
+                       "dry_run": "print the plan, change nothing"})
+@reports_errors
+def vps_up(c, env="local", bare=False, dry_run=False):
+    """Start the simulated VPS (idempotent) and pin its host key."""
+    vps.up(_vps_config(env), bare=bare, dry_run=dry_run)
+
+
+@task(name="down", help={"env": ENV_HELP, "dry_run": "print the plan, change nothing"})
+@reports_errors
+def vps_down(c, env="local", dry_run=False):
+    """Remove the simulated VPS with its volumes and its pinned host key."""
+    vps.down(_vps_config(env), dry_run=dry_run)
+
+
+@task(name="status", help={"env": ENV_HELP})
+@reports_errors
+def vps_status(c, env="local"):
+    """Say whether the simulated VPS runs, and how to reach it."""
+    print(vps.status(_vps_config(env)))
+
+
 @task(help={"tier": "unit, integration, e2e or all (default)", "k": "only tests matching this expression",
             "junit": "write JUnit XML to this file"})
 def test(c, tier="all", k=None, junit="build/test-results.xml"):
@@ -210,6 +244,8 @@ def test(c, tier="all", k=None, junit="build/test-results.xml"):
 
 
 ns = Collection(render, diff, check, deploy, rollback, status, logs, ssh_shell, test)
+ns.add_collection(Collection("kit", kit_build))
+ns.add_collection(Collection("vps", vps_up, vps_down, vps_status))
 db_tasks = Collection("db", roles, tunnel)
 db_tasks.add_task(migrate, default=True)  # `invoke db` means `invoke db.migrate`
 ns.add_collection(db_tasks)

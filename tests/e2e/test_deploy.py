@@ -1,0 +1,148 @@
+"""`invoke deploy` end to end, on the simulated VPS: from nothing to a healthy stack, then the
+faults: a failing import check, a failing migration, a held lock, and a rollback."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+
+import pytest
+import yaml
+
+from opskit import ROOT, deploy, inventory, render
+from opskit.errors import StepFailed
+from opskit.runner import Runner
+from opskit.sources import source_revision
+from opskit.ssh import Connection
+from tests.e2e import stack
+from tests.e2e.stack import from_nothing  # noqa: F401  (the session fixture)
+from tests.integration.docker_engine import compose_available
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not compose_available(), reason="no Docker engine answers")]
+
+
+def deploy_env(env, **options) -> deploy.Outcome:
+    release = render.render(env)
+    with Connection(env.ssh) as conn:
+        return deploy.deploy(env, release, conn, Runner(conn), deploy.Options(**options), source_revision(ROOT))
+
+
+def edited(edit) -> inventory.Environment:
+    raw = copy.deepcopy(yaml.safe_load((ROOT / "inventory.yaml").read_text()))
+    edit(raw)
+    return inventory.parse(raw, "local", base=ROOT)
+
+
+def copy_api(tmp_path):
+    folder = tmp_path / "api"
+    shutil.copytree(ROOT / "tests/fixtures/app/api", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def live(from_nothing):
+    return from_nothing
+
+
+# -- from nothing -------------------------------------------------------------------------------
+
+
+def test_every_service_is_up_and_healthy(live):
+    states = stack.services(live.env)
+    assert set(states) == {"caddy", "api", "worker", "beat", "flower", "redis", "postgres", "frontend"}
+    assert {s: st for s, st in states.items() if st != ("running", "healthy")} == {}
+
+
+def test_health_answers_200_over_https_through_caddy(live):
+    status, headers, body = stack.https(live.env, live.env.domains.api, "/health")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+    assert "server" not in headers
+
+
+def test_the_api_wants_its_key(live):
+    assert stack.https(live.env, live.env.domains.api, "/runs/00000000-0000-0000-0000-000000000000")[0] == 401
+    key = {"X-API-Key": live.env.secrets["api_key"].reveal()}
+    assert stack.https(live.env, live.env.domains.api, "/runs/00000000-0000-0000-0000-000000000000", key)[0] == 404
+
+
+def test_an_sse_stream_through_caddy_receives_its_heartbeats(live):
+    key = {"X-API-Key": live.env.secrets["api_key"].reveal()}
+    heartbeat = live.env.sse.heartbeat.seconds
+    lines = stack.sse(live.env, "/stream/00000000-0000-0000-0000-000000000001", key, seconds=2.5 * heartbeat)
+    assert lines[0][1] == ": connected"
+    assert sum(1 for _, line in lines if line == ": keep-alive") >= 2, lines
+
+
+def test_flower_answers_401_without_credentials(live):
+    assert stack.https(live.env, live.env.domains.flower, "/")[0] == 401
+
+
+def test_the_frontend_reads_postgres_as_the_ui_role(live):
+    status, _, body = stack.https(live.env, live.env.domains.app, "/api/health")
+    assert status == 200, body
+
+
+def test_a_redeploy_with_no_change_does_nothing(live):
+    started = time.monotonic()
+    outcome = deploy_env(live.env)
+    assert outcome.steps == [] and outcome.bytes_shipped == 0
+    assert time.monotonic() - started < 30
+
+
+# -- faults ---------------------------------------------------------------------------------------
+
+
+def test_a_failing_import_check_stops_the_deploy_before_the_server_is_touched(live, tmp_path):
+    api = copy_api(tmp_path)
+    requirements = api / "requirements.txt"
+    requirements.write_text("".join(l for l in requirements.read_text().splitlines(True) if "alembic" not in l))
+    before = stack.snapshot(live.env)
+    env = edited(lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
+    with pytest.raises(StepFailed) as info:
+        deploy_env(env)
+    assert info.value.step.title.startswith("import checks of api")
+    assert "ModuleNotFoundError: No module named 'alembic'" in str(info.value)
+    assert stack.snapshot(live.env) == before  # same release, same containers, no lock
+
+
+def test_a_failing_migration_stops_the_deploy_and_the_previous_release_serves(live, tmp_path):
+    api = copy_api(tmp_path)
+    (api / "migrations/versions/0003_broken.py").write_text(
+        'revision = "0003"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade():\n    from alembic import op\n\n    op.execute('SELECT no_such_column FROM runs')\n\n\n"
+        "def downgrade():\n    pass\n")
+    before = stack.snapshot(live.env)
+    env = edited(lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
+    with pytest.raises(StepFailed) as info:
+        deploy_env(env)
+    assert info.value.step.title.startswith("migrate")
+    assert "no_such_column" in str(info.value)
+    after = stack.snapshot(live.env)
+    assert after["current"] == before["current"] and after["lock"] == ""
+    assert after["containers"]["api"] == before["containers"]["api"]
+    assert stack.https(live.env, live.env.domains.api, "/health")[0] == 200
+
+
+def test_a_second_deploy_is_refused_while_the_lock_is_held(live):
+    lock = f"{live.env.remote_dir}/deploy.lock"
+    info = json.dumps({"holder": "ci@release-runner", "since": int(time.time()), "release": "abc"})
+    stack.run(live.env, ["sh", "-c", f"mkdir {lock} && printf '%s' '{info}' > {lock}/info"])
+    try:
+        with pytest.raises(deploy.DeployRefused, match="lock held by ci@release-runner"):
+            deploy_env(edited(lambda raw: raw["defaults"]["sse"].update(read_timeout="601s")))
+    finally:
+        stack.run(live.env, ["rm", "-rf", lock])
+
+
+def test_rollback_restores_the_previous_release_and_it_is_healthy(live):
+    first = stack.snapshot(live.env)["current"]
+    changed = edited(lambda raw: raw["defaults"]["sse"].update(read_timeout="601s"))
+    second = deploy_env(changed).release
+    assert stack.snapshot(live.env)["current"] == second != first
+    with Connection(live.env.ssh) as conn:
+        assert deploy.rollback(live.env, conn, Runner(conn)) == first
+    assert stack.snapshot(live.env)["current"] == first
+    assert all(st == ("running", "healthy") for st in stack.services(live.env).values())
+    assert stack.https(live.env, live.env.domains.api, "/health")[0] == 200

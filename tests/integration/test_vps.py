@@ -1,0 +1,150 @@
+"""The simulated VPS for real: up from nothing, SSH with the pinned host key only, keys only,
+Docker for deploy, a bare mode without Docker, and a down that leaves nothing behind.
+
+Runs on its own container names and ports (never a developer's `opskit-vps` on 2222)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import replace
+
+import paramiko
+import pytest
+
+from opskit import vps
+from opskit.errors import ConnectionFailed
+from opskit.ssh import Connection
+from tests.integration.docker_engine import engine_available
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow,
+              pytest.mark.skipif(not engine_available(), reason="no Docker engine answers: run scripts/setup-docker.sh")]
+
+
+def docker(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *argv], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> vps.VpsConfig:
+    return vps.VpsConfig(container="opskit-vps-test", ssh_port=22222, http_port=28080, https_port=28443,
+                         state_dir=tmp_path_factory.mktemp("vps-state"))
+
+
+@pytest.fixture(scope="module")
+def report(config):
+    """`vps.up` from nothing (kit images built), timed; removed again after the module."""
+    vps.down(config)  # what a crashed earlier run may have left
+    result = vps.up(config)
+    yield result
+    vps.down(config)
+
+
+@pytest.fixture
+def connection(config, report):
+    with Connection(config.target()) as conn:
+        yield conn
+
+
+def test_up_from_nothing_lets_deploy_in_and_docker_answers(config, report, connection, capsys):
+    assert connection.run(["id", "-un"]).stdout.decode().strip() == "deploy"
+    info = connection.run(["docker", "info", "--format", "{{.ServerVersion}} {{.Driver}}"])
+    assert info.returncode == 0, info.output
+    assert info.stdout.decode().split()[0].startswith("26.")
+    assert connection.run(["docker", "compose", "version", "--short"]).stdout.decode().startswith("2.")
+    with capsys.disabled():
+        print(f"\n[vps] up from nothing: {report.seconds:.1f}s, first SSH command at {report.ssh_seconds:.1f}s")
+
+
+def test_the_pinned_host_key_is_the_one_the_container_holds(config, report):
+    host_key = docker("exec", config.container, "cat", vps.HOST_KEY).stdout.split()
+    assert config.known_hosts.read_text() == f"[127.0.0.1]:22222 {host_key[0]} {host_key[1]}\n"
+    assert config.key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_every_port_is_published_on_loopback_only(config, report):
+    bindings = json.loads(docker("container", "inspect", config.container).stdout)[0]["HostConfig"]["PortBindings"]
+    assert {port: [b["HostIp"] for b in binds] for port, binds in bindings.items()} == {
+        "22/tcp": ["127.0.0.1"], "80/tcp": ["127.0.0.1"], "443/tcp": ["127.0.0.1"], "443/udp": ["127.0.0.1"]}
+
+
+def test_a_wrong_host_key_in_known_hosts_is_refused(config, report, tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "impostor")], check=True)
+    impostor = (tmp_path / "impostor.pub").read_text().split()
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[127.0.0.1]:22222 {impostor[0]} {impostor[1]}\n")
+    with pytest.raises(ConnectionFailed, match="does not match"):
+        Connection(replace(config.target(), known_hosts=wrong)).open()
+
+
+def test_an_unpinned_host_is_refused(config, report, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(ConnectionFailed, match="not pinned"):
+        Connection(replace(config.target(), known_hosts=empty)).open()
+
+
+def test_password_and_keyboard_interactive_logins_are_refused(config, report):
+    transport = paramiko.Transport(("127.0.0.1", config.ssh_port))
+    try:
+        transport.start_client(timeout=10)
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            transport.auth_password("deploy", "any password")
+        assert refused.value.allowed_types == ["publickey"]
+    finally:
+        transport.close()
+    effective = docker("exec", config.container, "sshd", "-T").stdout
+    for line in ("passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin without-password"):
+        assert line in effective.splitlines()
+
+
+def test_root_has_no_key_on_the_full_vps(config, report):
+    with pytest.raises(ConnectionFailed):
+        Connection(replace(config.target(), user="root")).open()
+
+
+def test_up_again_only_checks_and_is_quick(config, report):
+    before = docker("container", "inspect", "--format", "{{.Id}}", config.container).stdout
+    pinned = config.known_hosts.read_text()
+    started = time.monotonic()
+    vps.up(config)
+    assert time.monotonic() - started < 15
+    assert docker("container", "inspect", "--format", "{{.Id}}", config.container).stdout == before
+    assert config.known_hosts.read_text() == pinned
+
+
+def test_a_stopped_vps_is_started_with_the_same_identity_and_docker(config, report):
+    pinned = config.known_hosts.read_text()
+    assert docker("stop", config.container).returncode == 0
+    assert vps.status(config).state == "exited"
+    vps.up(config)
+    assert config.known_hosts.read_text() == pinned
+    with Connection(config.target()) as conn:
+        assert conn.run(["docker", "info", "--format", "{{.ServerVersion}}"]).returncode == 0
+
+
+def test_bare_mode_lets_root_in_and_has_no_docker(tmp_path_factory):
+    bare = vps.VpsConfig(container="opskit-vps-test-bare", ssh_port=22223, http_port=28081, https_port=28444,
+                         state_dir=tmp_path_factory.mktemp("vps-bare-state"))
+    vps.down(bare)
+    try:
+        vps.up(bare, bare=True)
+        assert vps.status(bare).mode == "bare"
+        with Connection(bare.target(bare=True)) as conn:
+            assert conn.run(["id", "-un"]).stdout.decode().strip() == "root"
+            assert conn.run(["sh", "-c", "command -v docker"]).returncode != 0
+            assert conn.run(["id", "deploy"]).returncode != 0
+            assert conn.run(["python3", "--version"]).returncode == 0
+    finally:
+        vps.down(bare)
+    assert docker("container", "inspect", bare.container).returncode != 0
+
+
+def test_down_removes_container_volume_and_pin_and_keeps_the_key(config, report):
+    vps.down(config)
+    assert docker("container", "inspect", config.container).returncode != 0
+    assert docker("volume", "inspect", config.volume).returncode != 0
+    assert "22222" not in config.known_hosts.read_text()
+    assert config.key_file.exists() and config.public_key_file.exists()
+    assert vps.status(config).state == "absent"

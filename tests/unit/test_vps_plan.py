@@ -1,0 +1,190 @@
+"""The simulated VPS's plans as data: what up, pin and down do for given facts (no engine)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from opskit import vps
+from opskit.steps import SERVER, Check, Run, WriteFile
+
+PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPublicKeyOfThisCheckout opskit-vps@opskit-vps\n"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps root@vps"
+RUNNING = vps.Container("running", vps.FULL_IMAGE, "sha256:vps", "full", 2222)
+
+
+@pytest.fixture
+def config(tmp_path) -> vps.VpsConfig:
+    return vps.VpsConfig(state_dir=tmp_path / "state", extra_ports={15433: 5433})
+
+
+def with_key(**changes) -> vps.VpsFacts:
+    return replace(vps.VpsFacts(has_key=True, key_mode=0o600, public_key=PUBLIC), **changes)
+
+
+def argvs(plan) -> list[tuple]:
+    return [s.argv for s in plan if isinstance(s, Run)]
+
+
+def test_from_nothing_up_makes_a_key_then_creates_gives_the_key_starts_and_waits(config):
+    plan = vps.plan_up(config, vps.VpsFacts())
+    assert [a[:2] for a in argvs(plan)] == [("mkdir", "-p"), ("ssh-keygen", "-q"), ("docker", "create"),
+                                            ("docker", "cp"), ("docker", "start"), ("docker", "exec")]
+    keygen = argvs(plan)[1]
+    assert keygen[keygen.index("-t") + 1] == "ed25519" and keygen[-1] == str(config.key_file)
+    assert argvs(plan)[3] == ("docker", "cp", str(config.public_key_file), "opskit-vps:/etc/vps/authorized_keys")
+
+
+def test_the_container_is_privileged_named_and_keeps_docker_on_a_volume(config):
+    create = vps.create_argv(config, bare=False)
+    assert create[:2] == ["docker", "create"] and create[-1] == vps.FULL_IMAGE
+    for flag in ("--privileged", "--init"):
+        assert flag in create
+    assert create[create.index("--name") + 1] == "opskit-vps"
+    assert create[create.index("--hostname") + 1] == "vps"
+    assert create[create.index("--volume") + 1] == "opskit-vps-docker:/var/lib/docker"
+    assert "VPS_SSH_USER=deploy" in create
+
+
+def test_every_published_port_is_on_loopback(config):
+    create = vps.create_argv(config, bare=False)
+    published = [create[i + 1] for i, a in enumerate(create) if a == "-p"]
+    assert published == ["127.0.0.1:2222:22", "127.0.0.1:80:80", "127.0.0.1:443:443", "127.0.0.1:443:443/udp",
+                         "127.0.0.1:15433:5433"]
+    assert all(p.startswith("127.0.0.1:") for p in published)
+    assert not any(a.startswith(("--publish-all", "-P", "--network=host")) for a in create)
+
+
+def test_bare_mode_uses_the_bare_image_and_gives_the_key_to_root(config):
+    create = vps.create_argv(config, bare=True)
+    assert create[-1] == vps.BARE_IMAGE
+    assert "VPS_SSH_USER=root" in create and "opskit.vps.mode=bare" in create
+    assert config.target(bare=True).user == "root" and config.target().user == "deploy"
+
+
+def test_an_existing_key_is_kept(config):
+    assert not any(a[0] == "ssh-keygen" for a in argvs(vps.plan_up(config, with_key())))
+
+
+def test_a_key_readable_by_others_is_made_private(config):
+    assert ("chmod", "0600", str(config.key_file)) in argvs(vps.plan_up(config, with_key(key_mode=0o644)))
+
+
+def test_a_running_vps_that_has_the_key_is_only_checked(config):
+    plan = vps.plan_up(config, with_key(container=RUNNING, given_keys=PUBLIC))
+    assert argvs(plan) == [("docker", "exec", "opskit-vps", "vps-ready", str(vps.READY_TIMEOUT_S))]
+
+
+def test_a_running_vps_without_this_key_gets_it(config):
+    plan = vps.plan_up(config, with_key(container=RUNNING, given_keys="ssh-ed25519 AAAAother someone\n"))
+    assert [a[:2] for a in argvs(plan)] == [("docker", "cp"), ("docker", "exec"), ("docker", "exec")]
+    assert argvs(plan)[1][-1] == "vps-authorize"
+
+
+def test_a_stopped_vps_is_started(config):
+    stopped = replace(RUNNING, state="exited")
+    plan = vps.plan_up(config, with_key(container=stopped))
+    assert [a[:2] for a in argvs(plan)] == [("docker", "cp"), ("docker", "start"), ("docker", "exec")]
+    assert not any(a[:2] == ("docker", "create") for a in argvs(plan))
+
+
+@pytest.mark.parametrize("container, message", [
+    (replace(RUNNING, mode="bare"), "vps.down"),
+    (replace(RUNNING, mode=None), "opskit did not make it"),
+    (replace(RUNNING, ssh_port=2200), "not 2222"),
+])
+def test_a_container_that_is_not_this_vps_is_left_alone(config, container, message):
+    with pytest.raises(vps.VpsError, match=message):
+        vps.plan_up(config, with_key(container=container))
+
+
+def test_pin_writes_the_host_key_read_out_of_band_then_checks_ssh_and_docker(config):
+    plan = vps.plan_pin(config, with_key(container=RUNNING, host_key=HOST_KEY))
+    write, who, docker = list(plan)
+    assert isinstance(write, WriteFile) and write.path == str(config.known_hosts)
+    assert write.content == b"[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps\n"
+    assert isinstance(who, Check) and who.on == SERVER and who.expect == "deploy"
+    assert isinstance(docker, Check) and docker.argv[:2] == ("docker", "info")
+
+
+def test_pin_replaces_a_stale_entry_and_keeps_other_hosts(config):
+    other = "[127.0.0.1]:2200 ssh-ed25519 AAAAother\n"
+    stale = "[127.0.0.1]:2222 ssh-ed25519 AAAAstale\n"
+    plan = vps.plan_pin(config, with_key(host_key=HOST_KEY, known_hosts=other + stale))
+    assert plan.steps[0].content.decode() == other + "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps\n"
+
+
+def test_pin_writes_nothing_when_the_key_is_pinned_already(config):
+    pinned = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps\n"
+    plan = vps.plan_pin(config, with_key(host_key=HOST_KEY, known_hosts=pinned))
+    assert not any(isinstance(s, WriteFile) for s in plan)
+
+
+def test_bare_pin_checks_root_and_no_docker(config):
+    plan = vps.plan_pin(config, with_key(host_key=HOST_KEY), bare=True)
+    checks = [s for s in plan if isinstance(s, Check)]
+    assert [c.expect for c in checks] == ["root"] and not any("docker" in c.argv for c in checks)
+
+
+def test_port_22_is_written_without_brackets(tmp_path):
+    config = vps.VpsConfig(ssh_port=22, http_port=8080, https_port=8443, state_dir=tmp_path)
+    assert vps.known_hosts_line(config, HOST_KEY).startswith("127.0.0.1 ssh-ed25519 ")
+
+
+def test_a_host_key_that_is_not_ed25519_is_refused(config):
+    with pytest.raises(vps.VpsError, match="ed25519"):
+        vps.known_hosts_line(config, "ssh-rsa AAAAB3Nza root@vps")
+
+
+def test_down_removes_container_volume_and_pin_but_keeps_the_key(config):
+    facts = with_key(container=RUNNING, has_volume=True,
+                     known_hosts="[127.0.0.1]:2222 ssh-ed25519 AAAAx\n[127.0.0.1]:2200 ssh-ed25519 AAAAy\n")
+    plan = vps.plan_down(config, facts)
+    assert argvs(plan) == [("docker", "rm", "--force", "--volumes", "opskit-vps"),
+                           ("docker", "volume", "rm", "opskit-vps-docker")]
+    [write] = [s for s in plan if isinstance(s, WriteFile)]
+    assert write.content == b"[127.0.0.1]:2200 ssh-ed25519 AAAAy\n"
+    assert not any(str(config.key_file) in " ".join(a) for a in argvs(plan))
+
+
+def test_down_with_nothing_there_plans_nothing(config):
+    assert len(vps.plan_down(config, vps.VpsFacts())) == 0
+
+
+def test_the_printed_plans_hold_no_private_key(config):
+    config.state_dir.mkdir(parents=True)
+    config.key_file.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0\n-----END OPENSSH PRIVATE KEY-----\n")
+    facts = with_key(host_key=HOST_KEY)
+    text = "\n".join(p.render() for p in (vps.plan_up(config, facts), vps.plan_pin(config, facts),
+                                          vps.plan_up(config, vps.VpsFacts())))
+    assert "PRIVATE KEY" not in text and "c2VjcmV0" not in text
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"http_port": 2222}, "also ssh_port"),
+    ({"ssh_port": 0}, "not a port number"),
+    ({"extra_ports": {80: 5432}}, "also http_port"),
+    ({"container": "bad name"}, "not a valid container name"),
+])
+def test_bad_settings_are_named(tmp_path, changes, message):
+    with pytest.raises(vps.VpsError, match=message):
+        vps.VpsConfig(state_dir=tmp_path, **changes)
+
+
+def test_defaults_match_the_brief():
+    config = vps.VpsConfig()
+    assert (config.container, config.ssh_port, config.http_port, config.https_port, config.user) == \
+        ("opskit-vps", 2222, 80, 443, "deploy")
+    assert config.state_dir.parts[-2:] == (".opskit", "local")
+    assert config.known_hosts.name == "known_hosts" and config.key_file.name == "id_ed25519"
+
+
+def test_config_from_the_local_environment(make_env):
+    env = make_env("local")
+    config = vps.VpsConfig.from_environment(env)
+    assert (config.container, config.ssh_port, config.user) == ("opskit-vps", env.ssh.port, "deploy")
+    assert config.key_file == Path(env.ssh.key_file) and config.known_hosts == Path(env.ssh.known_hosts)
+    with pytest.raises(vps.VpsError, match="no `vps:`"):
+        vps.VpsConfig.from_environment(make_env("production"))
