@@ -14,7 +14,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from opskit import ROOT, db, deploy as deploying, inventory, kit, render as rendering, vps
+from opskit import ROOT, db, deploy as deploying, inventory, kit, render as rendering, smoke as smoking, vps
 from opskit.errors import OpskitError
 from opskit.runner import Runner
 from opskit.steps import Plan
@@ -81,28 +81,49 @@ def confirm(environment, yes: bool, what: str) -> None:
         raise Exit("cancelled", code=1)
 
 
+SMOKE_FAILED = 6  # deployed, but the server is not right: distinct from a failed deploy (3)
+
+
+@task(help={"env": ENV_HELP, "junit": "write JUnit XML to this file", "k": "only checks matching this expression",
+            "m": "only these groups (markers: host, containers, exposure, http, postgres, celery, logs, files)"})
+def smoke(c, env="local", junit=None, k=None, m=None):
+    """Check the deployed server with the testinfra smoke suite (tests/smoke)."""
+    extra = (["-k", k] if k else []) + (["-m", m] if m else [])
+    code = smoking.run(env, junit=junit, extra=extra)
+    if code != 0:
+        raise Exit(f"smoke: the server of {env} fails its checks (pytest exit {code})", code=SMOKE_FAILED)
+
+
 @task(help={"env": ENV_HELP, "dry_run": "print the plan (and what a failure would do), change nothing",
             "rebuild": "build images even when their inputs are unchanged",
             "break_lock": f"break a deploy lock older than {deploying.LOCK_STALE_AFTER_S // 60} min",
+            "force": "redeploy even when the release is already current",
+            "smoke": "run the smoke suite after the deploy (default on; --no-smoke skips it)",
             "json": "also write a JSON summary to this file", "yes": "do not ask for confirmation"})
 @reports_errors
-def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, json=None, yes=False):
+def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, force=False, smoke=True, json=None,
+           yes=False):
     """Build (no cache), check, ship and start the stack; roles and migrations run before traffic moves."""
     environment = inventory.load(env)
     release = rendering.render(environment)
     rendering.write(release, Path("build") / env)
     if not dry_run:
         confirm(environment, yes, f"deploy release {release.id}")
-    options = deploying.Options(rebuild=rebuild, break_lock=break_lock)
+    options = deploying.Options(rebuild=rebuild, break_lock=break_lock, force=force)
     with Connection(environment.ssh) as conn:
         runner = Runner(conn, dry_run=dry_run)
         outcome = deploying.deploy(environment, release, conn, runner, options, source_revision(ROOT))
-    if outcome:
-        print(outcome.summary())
-        if json:
-            import json as _json
+    if outcome is None:  # dry run
+        return
+    print(outcome.summary())
+    checked = smoking.run(env) if smoke else None
+    if json:
+        import json as _json
 
-            Path(json).write_text(_json.dumps(outcome.as_dict(), indent=2) + "\n")
+        summary = {**outcome.as_dict(), "smoke": None if checked is None else ("passed" if checked == 0 else "failed")}
+        Path(json).write_text(_json.dumps(summary, indent=2) + "\n")
+    if checked:
+        raise Exit(f"deployed release {outcome.release}, but the smoke suite fails: see above", code=SMOKE_FAILED)
 
 
 @task(help={"env": ENV_HELP, "to": "release id to return to (default: the one before current)",
@@ -243,7 +264,7 @@ def test(c, tier="all", k=None, junit="build/test-results.xml"):
         raise Exit(f"tests failed (pytest exit code {result.exited})", code=result.exited)
 
 
-ns = Collection(render, diff, check, deploy, rollback, status, logs, ssh_shell, test)
+ns = Collection(render, diff, check, deploy, rollback, smoke, status, logs, ssh_shell, test)
 ns.add_collection(Collection("kit", kit_build))
 ns.add_collection(Collection("vps", vps_up, vps_down, vps_status))
 db_tasks = Collection("db", roles, tunnel)

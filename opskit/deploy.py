@@ -251,6 +251,8 @@ class Outcome:
                 "bytes_shipped": self.bytes_shipped, "seconds": round(self.seconds, 2), "urls": self.urls}
 
     def summary(self) -> str:
+        if not self.steps:
+            return f"release {self.release} is already current on {self.environment}: nothing changed"
         lines = [f"deployed release {self.release} to {self.environment} in {self.seconds:.1f}s "
                  f"({self.bytes_shipped / 1e6:.1f} MB of image layers shipped)"]
         lines += [f"  {s:7.1f}s  {t}" for t, s in self.steps if s >= 0.5]
