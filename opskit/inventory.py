@@ -16,7 +16,6 @@ import yaml
 
 from . import ROOT, values
 from .errors import InventoryError
-from .secrets import Secret
 from .secrets_store import SECRET_NAMES, resolve_secrets
 from .ssh import Target, expand
 
@@ -112,6 +111,7 @@ class Smoke:
     max_db_connections_percent: int
     task_roundtrip: values.Duration
     max_restarts: int
+    max_clock_skew: values.Duration
 
 
 @dataclass(frozen=True)
@@ -484,7 +484,7 @@ class _Parser:
 
     def smoke(self) -> Smoke:
         self.section(("smoke",), {"min_free_disk_mb", "min_free_inodes_percent", "max_db_connections_percent",
-                                  "task_roundtrip", "max_restarts"}, required=False)
+                                  "task_roundtrip", "max_restarts", "max_clock_skew"}, required=False)
 
         def percent(v):
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 100:
@@ -504,6 +504,8 @@ class _Parser:
             task_roundtrip=self.typed(values.duration, "smoke", "task_roundtrip", required=False,
                                       default=values.Duration(20_000)),
             max_restarts=self.typed(count, "smoke", "max_restarts", required=False, default=3),
+            max_clock_skew=self.typed(values.duration, "smoke", "max_clock_skew", required=False,
+                                      default=values.Duration(2000)),
         )
 
     def vps(self) -> Vps | None:

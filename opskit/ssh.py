@@ -124,29 +124,33 @@ class Connection:
         out, err = bytearray(), bytearray()
         pending = b""
         deadline = time.monotonic() + timeout if timeout else None
+        # Read to the channel's EOF, not to its exit status: sshd may send `exit-status` before
+        # the last output (RFC 4254 orders neither), and stopping there loses output now and then.
         while True:
+            progressed = False
             if chan.recv_ready():
                 data = chan.recv(65536)
                 out += data
+                progressed = True
                 if on_line:
                     pending += data
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
                         on_line(line.decode(errors="replace"))
-                continue
             if chan.recv_stderr_ready():
                 data = chan.recv_stderr(65536)
                 err += data
+                progressed = True
                 if on_line:
                     for line in data.decode(errors="replace").splitlines():
                         on_line(line)
-                continue
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            if (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
                 break
             if deadline and time.monotonic() > deadline:
                 chan.close()
                 raise TimeoutError(f"{command!r} did not finish within {timeout}s")
-            time.sleep(0.01)
+            if not progressed:
+                time.sleep(0.005)
         if on_line and pending:
             on_line(pending.decode(errors="replace"))
         code = chan.recv_exit_status()

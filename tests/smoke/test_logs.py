@@ -1,0 +1,22 @@
+"""The logs of the running containers are free of the lines that past incidents left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from opskit import smoke
+
+from .checks import problem
+
+pytestmark = pytest.mark.logs
+
+
+@pytest.mark.parametrize("signature", smoke.SIGNATURES, ids=[s.key for s in smoke.SIGNATURES])
+def test_logs_free_of_incident(signature, log_hits, server):
+    hits = [h for h in log_hits if h.signature == signature.key]
+    services = sorted({h.service for h in hits})
+    first = hits[0] if hits else None
+    assert not hits, problem(
+        f"{len(hits)} line(s) with {signature.text!r} in the logs of {', '.join(services)}: {signature.incident}. "
+        f"First: {first.line[:160]!r}",
+        f"{server.compose_hint('logs', '--timestamps', *services)} | grep -F {signature.text!r}")
