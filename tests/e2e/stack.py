@@ -1,14 +1,10 @@
 """Reaching the deployed stack on the simulated VPS from the tests: SSH commands, HTTPS through
-Caddy with SNI (verified against Caddy's own local CA), an SSE reader, and server snapshots."""
+Caddy with SNI (the smoke suite's client, verified against Caddy's own local CA), and snapshots."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import shlex
-import socket
-import ssl
-import tempfile
 import time
 
 import pytest
@@ -17,6 +13,7 @@ from opskit import ROOT, deploy, inventory, kit, render, vps
 from opskit.runner import Runner
 from opskit.sources import source_revision
 from opskit.ssh import Connection
+from tests.smoke.web import SseResult, Web, sse_check
 
 
 def run(env, argv, timeout: float = 120):
@@ -58,60 +55,30 @@ def snapshot(env) -> dict:
             "releases": sorted(releases.split()), "containers": containers}
 
 
-_ROOT_CAS: dict = {}
+_WEB: dict = {}
 
 
-def _root_ca(env) -> str:
-    """Caddy's local root certificate, read once per Caddy data volume (a new VPS, a new CA)."""
+def web(env) -> Web:
+    """HTTPS to the VPS's published 443 as a browser for each domain would reach it, verified
+    against Caddy's local CA, read once per Caddy data volume (a new VPS, a new CA)."""
     key = run(env, ["docker", "volume", "inspect", "--format", "{{.CreatedAt}}", f"{env.project}_caddy_data"])
-    if key not in _ROOT_CAS:
+    if key not in _WEB:
         pem = run(env, compose(env, "exec", "-T", "caddy", "cat", "/data/caddy/pki/authorities/local/root.crt"))
-        with tempfile.NamedTemporaryFile("w", prefix="caddy-root-", suffix=".crt", delete=False) as fh:
-            fh.write(pem)
-        _ROOT_CAS[key] = fh.name
-    return _ROOT_CAS[key]
+        _WEB[key] = Web("127.0.0.1", env.vps.http_port, env.vps.https_port, root_pem=pem)
+    return _WEB[key]
 
 
-def _connection(env, domain: str, timeout: float) -> http.client.HTTPSConnection:
-    context = ssl.create_default_context(cafile=_root_ca(env))
-    port = env.vps.https_port
-    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
-    conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout), server_hostname=domain)
-    return conn
+def https(env, domain: str, path: str, headers=None):
+    """One GET through Caddy: (status, lower-case headers, body)."""
+    response = web(env).request(domain, path, headers)
+    return response.status, response.headers, response.body
 
 
-def https(env, domain: str, path: str, headers=None, timeout: float = 15):
-    """GET through Caddy on the VPS's published 443, as a browser for `domain` would."""
-    conn = _connection(env, domain, timeout)
-    try:
-        conn.request("GET", path, headers={"Host": domain, **(headers or {})})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
-def sse(env, path: str, headers=None, seconds: float = 5.0) -> list[tuple[float, str]]:
-    """Lines of an SSE stream on the API domain for `seconds`, with their arrival times."""
-    conn = _connection(env, env.domains.api, seconds + 10)
-    conn.request("GET", path, headers={"Host": env.domains.api, "Accept": "text/event-stream", **(headers or {})})
-    resp = conn.getresponse()
-    assert resp.status == 200, resp.read()[:500]
-    lines, start = [], time.monotonic()
-    conn.sock.settimeout(0.5)
-    try:
-        while time.monotonic() - start < seconds:
-            try:
-                line = resp.readline()
-            except (socket.timeout, TimeoutError):
-                continue
-            if not line:
-                break
-            if line.strip():
-                lines.append((round(time.monotonic() - start, 2), line.decode().strip()))
-    finally:
-        conn.close()
-    return lines
+def keepalives(env, path: str, headers: dict) -> SseResult:
+    """An SSE stream on the API domain, read until two `: keep-alive` comments came (or it failed)."""
+    heartbeat = env.sse.heartbeat.seconds
+    return sse_check(web(env), env.domains.api, path, headers, heartbeat, bound=0.1, trigger=lambda: None,
+                     run_id="no event expected")
 
 
 @pytest.fixture(scope="session")
