@@ -47,18 +47,24 @@ def render(c, env="local", out=None):
     print(f"release {release.id} for {env} written to {folder}/ ({len(release.files)} files)")
 
 
-@task(help={"env": ENV_HELP, "against": "release folder to compare with (default: build/ENV)"})
+@task(help={"env": ENV_HELP, "against": "release folder to compare with (default: build/ENV)",
+            "server": "compare with the release the server runs instead"})
 @reports_errors
-def diff(c, env="local", against=None):
-    """Show what a new render would change against a previous release folder."""
+def diff(c, env="local", against=None, server=False):
+    """Show what a new render would change against a release folder, or against the server."""
     environment = inventory.load(env)
     release = rendering.render(environment)
-    folder = Path(against) if against else Path("build") / env
-    if not folder.is_dir():
-        raise Exit(f"error: no release folder at {folder}: run `invoke render -e {env}` first, or pass --against",
-                   code=2)
-    text = rendering.diff(release, rendering.read(folder), old_label=str(folder))
-    print(text or f"no change: {folder} matches a new render (release {release.id})", end="" if text else "\n")
+    if server:
+        with Connection(environment.ssh) as conn:
+            old, label = deploying.current_files(environment, conn), f"{environment.ssh.host}:current"
+    else:
+        folder = Path(against) if against else Path("build") / env
+        if not folder.is_dir():
+            raise Exit(f"error: no release folder at {folder}: run `invoke render -e {env}` first, "
+                       "or pass --against DIR or --server", code=2)
+        old, label = rendering.read(folder), str(folder)
+    text = rendering.diff(release, old, old_label=label)
+    print(text or f"no change: {label} matches a new render (release {release.id})", end="" if text else "\n")
 
 
 @task(help={"env": "check only this environment (default: all of them)"})

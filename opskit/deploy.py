@@ -309,6 +309,18 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
     )
 
 
+def current_files(env, connection) -> dict[str, bytes]:
+    """The files of the release the server serves, by relative path (from its manifest)."""
+    layout = Layout(env.remote_dir)
+    manifest = connection.read_file(posixpath.join(layout.current, "manifest.json"))
+    if manifest is None:
+        raise DeployRefused(f"{env.ssh}: no current release under {env.remote_dir} (nothing deployed yet)")
+    files = {"manifest.json": manifest}
+    for rel in json.loads(manifest)["files"]:
+        files[rel] = connection.read_file(posixpath.join(layout.current, rel)) or b""
+    return files
+
+
 def rollback(env, connection, runner, to: str | None = None) -> str:
     """Serve a previous release again (the one before `current`, or `to`), without a build."""
     facts = gather(env, connection)

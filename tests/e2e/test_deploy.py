@@ -90,6 +90,11 @@ def test_a_redeploy_with_no_change_does_nothing(live):
     assert time.monotonic() - started < 30
 
 
+def test_a_new_render_shows_no_difference_from_what_the_server_runs(live):
+    with Connection(live.env.ssh) as conn:
+        assert render.diff(render.render(live.env), deploy.current_files(live.env, conn)) == ""
+
+
 # -- faults ---------------------------------------------------------------------------------------
 
 
