@@ -7,6 +7,7 @@ Planning is pure (`plan_builds`); `local_images` reads what this machine has.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 
 from .steps import Plan, Run
@@ -41,12 +42,19 @@ for (const check of process.argv.slice(1)) {
 """
 
 
+def unchecked(image: str) -> str:
+    """Where a build lands until its import checks pass: the real tag then means "checked"."""
+    repository, _, tag = image.rpartition(":")
+    return f"{repository}:unchecked-{tag}"
+
+
 def build_step(build, image: str, digest: str, revision: str, release: str, pull: bool) -> Run:
-    """`docker buildx build --no-cache`: BuildKit, every layer new (the point: no stale layer)."""
+    """`docker buildx build --no-cache`: BuildKit, every layer new (the point: no stale layer).
+    The image is tagged `unchecked-…`; `promote_step` gives it its real tags after the checks."""
     # --provenance=false: the docker driver keeps no attestations, and capturing them has crashed
     # Engine 26.1 (a BuildKit nil dereference in walkProvenance) under concurrent builds
     argv = ["docker", "buildx", "build", "--no-cache", "--provenance=false", "--progress", "plain", "--load",
-            "--file", str(build.context / build.dockerfile), "--tag", image,
+            "--file", str(build.context / build.dockerfile), "--tag", unchecked(image),
             "--label", f"{LABEL_DIGEST}={digest}", "--label", f"{LABEL_REVISION}={revision}",
             "--label", f"{LABEL_RELEASE}={release}"]
     if pull:
@@ -57,11 +65,25 @@ def build_step(build, image: str, digest: str, revision: str, release: str, pull
     return Run(f"build {build.name} image {image} (no cache)", argv, stream=True, timeout=1800)
 
 
+def _tag(text: str) -> str:
+    """A valid image tag from a revision such as `abc123-dirty` (tags allow [A-Za-z0-9_.-])."""
+    return "".join(c if c.isalnum() or c in "_.-" else "-" for c in text)[:128] or "unknown"
+
+
+def promote_step(build, image: str, revision: str, release: str) -> Run:
+    """The checks passed: tag the image for real (its digest, and what made it: the source
+    revision and the release). A failed image keeps only its `unchecked-` tag, never shipped."""
+    tags = [image, f"{build.repository}:{_tag(revision)}", f"{build.repository}:release-{release}"]
+    script = " && ".join(shlex.join(["docker", "tag", unchecked(image), t]) for t in tags)
+    script += " && " + shlex.join(["docker", "image", "rm", unchecked(image)])
+    return Run(f"tag {build.name} image {image} (checked)", ["sh", "-c", script])
+
+
 def check_step(build, image: str) -> Run:
     """Import every module of `build.import_checks` inside the image, with no network."""
     program, script = ("node", _NODE_CHECKS) if build.language == "node" else ("python", _PYTHON_CHECKS)
     flag = "-e" if program == "node" else "-c"
-    argv = ["docker", "run", "--rm", "--network", "none", "--entrypoint", program, image, flag, script,
+    argv = ["docker", "run", "--rm", "--network", "none", "--entrypoint", program, unchecked(image), flag, script,
             *build.import_checks]
     return Run(f"import checks of {build.name} ({len(build.import_checks)}: {', '.join(build.import_checks)})",
                argv, timeout=300)
@@ -85,6 +107,7 @@ def plan_builds(env, release, local: dict, revision: str, rebuild: bool = False,
         plan.add(build_step(build, image, info["context_digest"], revision, release.id, should_pull))
         if build.import_checks:
             plan.add(check_step(build, image))
+        plan.add(promote_step(build, image, revision, release.id))
     return plan
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from opskit import ROOT, deploy, inventory, render
+from opskit import ROOT, deploy, inventory, render, smoke
 from opskit.errors import StepFailed
 from opskit.runner import Runner
 from opskit.sources import source_revision
@@ -88,6 +88,10 @@ def test_a_redeploy_with_no_change_does_nothing(live):
     outcome = deploy_env(live.env)
     assert outcome.steps == [] and outcome.bytes_shipped == 0
     assert time.monotonic() - started < 30
+
+
+def test_the_smoke_suite_is_green_on_the_fresh_deploy(live):
+    assert smoke.run(live.env.name, junit=ROOT / "build/smoke-results.xml") == 0
 
 
 def test_a_new_render_shows_no_difference_from_what_the_server_runs(live):

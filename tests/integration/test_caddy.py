@@ -75,7 +75,7 @@ def test_a_stream_lasting_well_past_its_heartbeats_stays_open(running):
 def test_a_read_timeout_shorter_than_the_silence_cuts_the_stream(running, make_env):
     """The control: the read timeout in the rendered config is real, so a stream quieter than it
     is cut. With the inventory's 600s and a 15s heartbeat this never happens."""
-    env = make_env("local", lambda raw: raw["defaults"]["sse"].update(read_timeout="2s", heartbeat="1s"))
+    env = make_env("local", lambda raw: raw["environments"]["local"]["sse"].update(read_timeout="2s", heartbeat="1s"))
     caddy = running(env)
     status, lines, error = read_stream(caddy, env.domains.api, "/stream?count=2&gap=4")
     assert status == 200

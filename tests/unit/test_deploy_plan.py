@@ -33,7 +33,7 @@ def plan_for(env, release, facts=FRESH, local=None, **options):
 def test_a_first_deploy_builds_checks_ships_uploads_then_starts_in_order(env, release):
     plan = plan_for(env, release)
     t = titles(plan)
-    order = ["build api", "import checks of api", "build frontend", "import checks of frontend",
+    order = ["build api", "import checks of api", "tag api", "build frontend", "import checks of frontend",
              "prisma guard", "take the deploy lock", "ship ", "prepare release folder", "upload docker-compose.yml",
              "complete release folder", "install the config", "start postgres and redis", "roles ",
              "migrate: alembic upgrade head", "start every service", "reload caddy", f"mark {release.id} current",
@@ -46,8 +46,20 @@ def test_builds_use_no_cache_and_label_the_revision(env, release):
     build = next(s for s in plan_for(env, release) if s.title.startswith("build api"))
     assert build.argv[:4] == ("docker", "buildx", "build", "--no-cache")
     assert "org.opencontainers.image.revision=abc123" in build.argv
+    assert build.argv[build.argv.index("--tag") + 1] == "jobagent/api:unchecked-" + release.images["api"].split(":")[1]
     assert f"opskit.build.digest={release.builds['api']['context_digest']}" in build.argv
     assert "--pull" not in build.argv  # local bases come from the offline kit, not a registry
+
+
+def test_only_a_checked_image_gets_its_real_tags(env, release):
+    plan = plan_for(env, release)
+    t = titles(plan)
+    assert t.index("tag api image " + release.images["api"] + " (checked)") > next(
+        i for i, title in enumerate(t) if title.startswith("import checks of api"))
+    promote = next(s for s in plan if s.title.startswith("tag api"))
+    script = promote.argv[-1]
+    for tag in (release.images["api"], "jobagent/api:abc123", f"jobagent/api:release-{release.id}"):
+        assert f"docker tag jobagent/api:unchecked-{release.images['api'].split(':')[1]} {tag}" in script
 
 
 def test_import_checks_run_every_listed_module_without_network(env, release):
@@ -179,4 +191,4 @@ def test_an_empty_server_parses_into_empty_facts():
 
 def test_run_steps_name_where_they_run(env, release):
     plan = plan_for(env, release)
-    assert all(s.on == "server" for s in plan if isinstance(s, Run) and not s.title.startswith(("build", "import")))
+    assert all(s.on == "server" for s in plan if isinstance(s, Run) and not s.title.startswith(("build", "import", "tag")))
