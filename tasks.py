@@ -19,7 +19,7 @@ from opskit.errors import OpskitError
 from opskit.runner import Runner
 from opskit.steps import Plan
 from opskit.sources import source_revision
-from opskit.ssh import Connection
+from opskit.ssh import Connection, system_ssh_argv
 
 ENV_HELP = "environment from inventory.yaml (default: local, the simulated VPS)"
 
@@ -172,19 +172,12 @@ def logs(c, service, env="local", since="10m", follow=True):
         raise Exit(f"error: logs of {service} failed (exit {done.returncode})", code=done.returncode)
 
 
-def ssh_argv(environment, *extra) -> list[str]:
-    """The system ssh client with the same pinned host key (never trust on first use)."""
-    t = environment.ssh
-    return ["ssh", "-i", str(t.key_file), "-p", str(t.port), "-o", f"UserKnownHostsFile={t.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", *extra, f"{t.user}@{t.host}"]
-
-
 @task(name="ssh", help={"env": ENV_HELP})
 @reports_errors
 def ssh_shell(c, env="local"):
     """Open a shell on the server (host key checked against the pinned known_hosts)."""
     environment = inventory.load(env, with_secrets=False)
-    os.execvp("ssh", ssh_argv(environment))
+    os.execvp("ssh", system_ssh_argv(environment.ssh))
 
 
 def _db_step(env: str, title: str, step_for, report) -> None:
@@ -219,7 +212,7 @@ def tunnel(c, env="local", port=None):
     pg = environment.postgres
     local = int(port or pg.publish_port)
     print(f"postgresql://{pg.admin_role}@127.0.0.1:{local}/{pg.database} (Ctrl-C to close)")
-    os.execvp("ssh", ssh_argv(environment, "-N", "-L", f"127.0.0.1:{local}:{pg.publish_host}:{pg.publish_port}"))
+    os.execvp("ssh", system_ssh_argv(environment.ssh, "-N", "-L", f"127.0.0.1:{local}:{pg.publish_host}:{pg.publish_port}"))
 
 
 @task(name="build", help={"rebuild": "build every image again, without the layer cache",

@@ -113,9 +113,13 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
 
     plan.add(acquire_lock(layout, release.id, options, facts.lock is not None and options.break_lock))
 
-    ship = sorted(set(release.images.values()) - facts.images)
-    for image in ship:
-        if image in env.images.values() and not env.ship_images:
+    built = {info["image"] for info in release.builds.values()}
+    for image in sorted(set(release.images.values()) - facts.images):
+        if image in built and env.registry:
+            plan.add(Run(f"push {image}", ["docker", "push", image], stream=True, timeout=1800))
+            plan.add(Run(f"pull {image} from the registry", ["docker", "pull", image], on=SERVER, stream=True,
+                         timeout=1800))
+        elif image not in built and not env.ship_images:
             plan.add(Run(f"pull {image}", ["docker", "pull", image], on=SERVER, stream=True, timeout=900))
         else:
             plan.add(ShipImage(f"ship {image}", image, facts.layers))

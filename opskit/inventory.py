@@ -135,6 +135,7 @@ class Environment:
     tls: TLS
     images: dict  # official service -> image reference
     ship_images: bool
+    registry: str | None  # built images go through it (push here, pull there) instead of over SSH
     builds: dict  # name -> Build
     services: dict  # name -> Service
     postgres: Postgres
@@ -253,7 +254,7 @@ class _Parser:
 
     TOP = {
         "host", "ssh", "remote_dir", "keep_releases", "project", "domains", "tls", "images",
-        "ship_images", "builds", "services", "postgres", "sse", "beat_interval", "flower",
+        "ship_images", "registry", "builds", "services", "postgres", "sse", "beat_interval", "flower",
         "resources", "logging", "smoke", "secrets", "secrets_file", "generate_secrets", "vps",
     }
 
@@ -321,6 +322,7 @@ class _Parser:
             tls=self.tls(),
             images=self.images(),
             ship_images=self.boolean("ship_images"),
+            registry=self.typed(_registry, "registry", required=False),
             builds=self.builds(),
             services=self.services(),
             postgres=self.postgres(),
@@ -395,8 +397,10 @@ class _Parser:
                     parsed.append(values.import_check(check, language or "python"))
                 except ValueError as exc:
                     self.fail(keys + (f"import_checks[{i}]",), str(exc))
+            registry = self.data.get("registry")
+            namespace = registry if isinstance(registry, str) and registry else self.data.get("project") or "jobagent"
             repository = self.typed(values.image, *keys, "repository", required=False,
-                                    default=f"{self.data.get('project') or 'jobagent'}/{name}")
+                                    default=f"{namespace.rstrip('/')}/{name}")
             if context and language:
                 out[name] = Build(
                     name=name,
@@ -534,6 +538,16 @@ def _project(value) -> str:
     if isinstance(value, str) and re.match(r"^[a-z0-9][a-z0-9_-]*$", value):
         return value
     raise ValueError(f"{value!r} is not a Compose project name (lower-case letters, digits, - and _)")
+
+
+def _registry(value) -> str:
+    """`registry.example.com/team` or `127.0.0.1:5000/jobagent`: a host (with a dot or a port)
+    and a namespace, where built images are pushed as `<registry>/<build name>`."""
+    host, _, namespace = str(value).partition("/")
+    if (isinstance(value, str) and namespace and ("." in host or ":" in host)
+            and re.match(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", namespace)):
+        return value.rstrip("/")
+    raise ValueError(f"{value!r} is not a registry namespace (expected e.g. registry.example.com/team)")
 
 
 def _identifier(value) -> str:

@@ -195,6 +195,13 @@ class _ChannelWriter:
         pass
 
 
+def system_ssh_argv(target: Target, *extra) -> list[str]:
+    """The system ssh client with the same pinned host key (never trust on first use)."""
+    return ["ssh", "-i", str(target.key_file), "-p", str(target.port), "-o", f"UserKnownHostsFile={target.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", *extra,
+            f"{target.user}@{target.host}"]
+
+
 def expand(path: str | os.PathLike, base: Path) -> Path:
     """A path from the inventory: ~ expanded, relative paths taken from the repository root."""
     p = Path(os.path.expanduser(str(path)))

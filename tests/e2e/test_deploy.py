@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
 import time
+import urllib.request
 
 import pytest
 import yaml
@@ -14,10 +16,13 @@ import yaml
 from opskit import ROOT, deploy, inventory, render, smoke
 from opskit.errors import StepFailed
 from opskit.runner import Runner
+from opskit.ship import ShipImage
 from opskit.sources import source_revision
-from opskit.ssh import Connection
+from opskit.ssh import Connection, system_ssh_argv
+from opskit.steps import SERVER, Plan, Run
 from tests.e2e import stack
 from tests.e2e.stack import from_nothing  # noqa: F401  (the session fixture)
+from tests.integration.caddy_process import free_port
 from tests.integration.docker_engine import compose_available
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not compose_available(), reason="no Docker engine answers")]
@@ -156,3 +161,66 @@ def test_rollback_restores_the_previous_release_and_it_is_healthy(live):
     assert stack.snapshot(live.env)["current"] == first
     assert all(st == ("running", "healthy") for st in stack.services(live.env).values())
     assert stack.https(live.env, live.env.domains.api, "/health")[0] == 200
+
+
+# -- with a registry ----------------------------------------------------------------------------
+
+REGISTRY_IMAGE = "opskit-test/registry:2"
+REGISTRY_CONFIG = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/docker-registry\nhttp:\n  addr: :5000\n"
+REGISTRY_DOCKERFILE = """\
+FROM opskit/base:bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends docker-registry && rm -rf /var/lib/apt/lists/*
+# Debian's config asks for htpasswd logins; this test registry is reached only through the tunnel
+COPY config.yml /etc/docker/registry/config.yml
+EXPOSE 5000
+CMD ["docker-registry", "serve", "/etc/docker/registry/config.yml"]
+"""
+
+
+@pytest.fixture
+def registry(live, tmp_path):
+    """Debian's registry, run inside the VPS and reached from here through an SSH tunnel, so that
+    `127.0.0.1:PORT` names the same registry on both sides (as a real registry's name would)."""
+    port = free_port()
+    (tmp_path / "Dockerfile").write_text(REGISTRY_DOCKERFILE)
+    (tmp_path / "config.yml").write_text(REGISTRY_CONFIG)
+    subprocess.run(["docker", "build", "-q", "-t", REGISTRY_IMAGE, str(tmp_path)], check=True, capture_output=True)
+    with Connection(live.env.ssh) as conn:
+        Runner(conn).run(Plan("registry", [
+            ShipImage("ship the test registry", REGISTRY_IMAGE, deploy.gather(live.env, conn).layers),
+            Run("start it", ["docker", "run", "-d", "--name", "opskit-test-registry", "-p",
+                             f"127.0.0.1:{port}:5000", REGISTRY_IMAGE], on=SERVER)]))
+    tunnel = subprocess.Popen(system_ssh_argv(live.env.ssh, "-N", "-L", f"127.0.0.1:{port}:127.0.0.1:{port}"))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield f"127.0.0.1:{port}/jobagent"
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
+        stack.run(live.env, ["docker", "rm", "-f", "opskit-test-registry"])
+
+
+def test_with_a_registry_the_built_images_are_pushed_and_pulled(live, registry):
+    before = stack.snapshot(live.env)["current"]
+    env = edited(lambda raw: raw["environments"]["local"].update(registry=registry))
+    outcome = deploy_env(env)
+    titles = [title for title, _ in outcome.steps]
+    for build in ("api", "frontend"):
+        image = outcome.images[build]
+        assert image.startswith(f"{registry}/{build}:")
+        assert f"push {image}" in titles and f"pull {image} from the registry" in titles
+        assert f"ship {image}" not in titles
+        digests = stack.run(live.env, ["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", image])
+        assert f"{registry}/{build}@sha256:" in digests  # it came from the registry
+    assert all(st == ("running", "healthy") for st in stack.services(live.env).values())
+    with Connection(live.env.ssh) as conn:  # leave the release the other tests expect
+        deploy.rollback(live.env, conn, Runner(conn), to=before)

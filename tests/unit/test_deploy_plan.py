@@ -91,6 +91,26 @@ def test_official_images_are_pulled_when_the_environment_does_not_ship_them(make
     assert "--pull" in next(s for s in plan if s.title.startswith("build api")).argv
 
 
+def test_with_a_registry_built_images_are_pushed_here_and_pulled_there(make_env):
+    env = make_env("production", lambda raw: raw["environments"]["production"].update(
+        registry="registry.example.com/team"))
+    release = render.render(env)
+    assert release.images["api"].startswith("registry.example.com/team/api:")
+    plan = plan_for(env, release)
+    moves = [(s.title.split(" ")[0], s.on, s.argv) for s in plan if s.title.startswith(("push", "pull"))]
+    api = release.images["api"]
+    assert ("push", "local", ("docker", "push", api)) in moves
+    assert ("pull", "server", ("docker", "pull", api)) in moves
+    assert not [s for s in plan if isinstance(s, ShipImage)]
+
+
+def test_a_registry_must_name_a_host_and_a_namespace(make_env):
+    from opskit.errors import InventoryError
+
+    with pytest.raises(InventoryError, match="environments.production.registry: 'team' is not a registry namespace"):
+        make_env("production", lambda raw: raw["environments"]["production"].update(registry="team"))
+
+
 def test_env_files_are_uploaded_0600_and_their_content_never_prints(env, release):
     plan = plan_for(env, release)
     uploads = {s.path.rsplit("/", 1)[-1]: s for s in plan if isinstance(s, WriteFile)}
