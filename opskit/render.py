@@ -30,6 +30,8 @@ from .sources import context_digest, source_revision
 # a first boot (initdb, migrations) without counting its failures.
 HEALTH = {"interval": "5s", "timeout": "5s", "retries": 6, "start_period": "30s"}
 BCRYPT_COST = 12
+# How long Caddy retries an upstream that refuses connections (a container being replaced)
+PROXY_RETRY = "30s"
 ENV_DIR = "env"
 
 
@@ -266,7 +268,8 @@ def _compose_context(env: Environment, release: Release) -> dict:
         app("worker", [("postgres", healthy), ("redis", healthy)], app_env),
         app("beat", [("redis", healthy)], app_env),
         app("flower", [("redis", healthy)]),
-        app("frontend", [("postgres", healthy), ("api", healthy)],
+        # not on the API: it would be recreated with every API deploy (see caddy below)
+        app("frontend", [("postgres", healthy)],
             [("PORT", str(env.services["frontend"].port)), ("API_URL", f"http://api:{env.services['api'].port}"),
              ("BETTER_AUTH_URL", f"https://{env.domains.app}"), ("NODE_ENV", "production")]),
         {
@@ -274,9 +277,10 @@ def _compose_context(env: Environment, release: Release) -> dict:
             "env_file": None, "environment": [],
             "ports": ["80:80", "443:443", "443:443/udp"],
             "volumes": [f"{paths['caddy']}:/etc/caddy:ro", "caddy_data:/data", "caddy_config:/config"],
-            # the API must answer before Caddy takes traffic; the frontend and Flower come up
-            # beside it (a longer chain of health gates only slows `up --wait`)
-            "depends_on": [("api", healthy), ("flower", "service_started"), ("frontend", "service_started")],
+            # No depends_on: Compose recreates the dependents of a recreated service, so a Caddy that
+            # depended on the API would restart (dropping every connection and SSE stream) on each
+            # API deploy. Its retry window (PROXY_RETRY) holds requests while an upstream starts.
+            "depends_on": [],
             "healthcheck": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:2019/config/"],
             "resources": res.get("caddy"), "stop_grace_period": None,
         },
@@ -299,6 +303,7 @@ def _caddy_context(env: Environment) -> dict:
         "domains": env.domains,
         "sse": {"read_timeout": str(env.sse.read_timeout), "stream_close_delay": str(env.sse.stream_close_delay)},
         "upstreams": {name: f"{name}:{s[name].port}" for name in ("api", "flower", "frontend")},
+        "proxy_retry": PROXY_RETRY,
         "flower": {"user": env.flower_user,
                    "password_hash": flower_password_hash(env.flower_user, env.secrets["flower_password"].reveal())},
     }

@@ -50,12 +50,15 @@ def run_deploy(env, label: str, results: list) -> deploy.Outcome:
 
 
 class Poller(threading.Thread):
-    """GET /health through Caddy every 50 ms; a non-200 or a connection error counts as dropped."""
+    """GET /health through Caddy every 50 ms; a non-200 or a connection error counts as dropped.
+    A request may take up to 30 s (as a browser would wait); the slowest one is recorded."""
 
     def __init__(self, env, ca_file: str):
         super().__init__(daemon=True)
         self.env, self.ca = env, ca_file
         self.sent = self.dropped = 0
+        self.reasons: dict = {}
+        self.slowest = 0.0
         self.stop = threading.Event()
 
     def run(self):
@@ -63,16 +66,22 @@ class Poller(threading.Thread):
         port = self.env.vps.https_port if self.env.vps else 443
         while not self.stop.is_set():
             self.sent += 1
+            started, reason = time.monotonic(), None
             try:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-                conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
+                sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+                conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=context)
                 conn.sock = context.wrap_socket(sock, server_hostname=self.env.domains.api)
                 conn.request("GET", "/health", headers={"Host": self.env.domains.api})
-                if conn.getresponse().status != 200:
-                    self.dropped += 1
+                status = conn.getresponse().status
+                if status != 200:
+                    reason = f"HTTP {status}"
                 conn.close()
-            except (OSError, ssl.SSLError, http.client.HTTPException):
+            except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+                reason = type(exc).__name__
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            if reason:
                 self.dropped += 1
+                self.reasons[reason] = self.reasons.get(reason, 0) + 1
             time.sleep(0.05)
 
 
@@ -111,7 +120,8 @@ def main() -> int:
         time.sleep(1)
         poller.stop.set()
         poller.join()
-        results[-1]["health_requests"] = {"sent": poller.sent, "dropped": poller.dropped}
+        results[-1]["health_requests"] = {"sent": poller.sent, "dropped": poller.dropped, "reasons": poller.reasons,
+                                          "slowest_s": round(poller.slowest, 1)}
 
         started = time.monotonic()
         smoke = subprocess.run([sys.executable, "-m", "pytest", "tests/smoke", "--env", args.env, "-q"],
@@ -124,9 +134,10 @@ def main() -> int:
 
     for r in results:
         if "deploy" in r:
+            polled = r.get("health_requests")
             print(f"{r['deploy']}: {r['seconds']:.1f}s, {r['bytes_shipped'] / 1e6:.1f} MB shipped"
-                  + (f", {r['health_requests']['dropped']}/{r['health_requests']['sent']} health requests dropped"
-                     if "health_requests" in r else ""))
+                  + (f", {polled['dropped']}/{polled['sent']} health requests dropped {polled['reasons']}, "
+                     f"slowest {polled['slowest_s']}s" if polled else ""))
             for step in r["steps"]:
                 if step["seconds"] >= 1:
                     print(f"    {step['seconds']:7.1f}s  {step['title']}")

@@ -129,8 +129,14 @@ def test_order_waits_for_health_where_it_matters(compose):
 
     assert deps("api") == {"postgres": "service_healthy", "redis": "service_healthy"}
     assert deps("worker") == {"postgres": "service_healthy", "redis": "service_healthy"}
-    assert deps("frontend")["postgres"] == "service_healthy"
-    assert deps("caddy")["api"] == "service_healthy"
+    assert deps("frontend") == {"postgres": "service_healthy"}
+
+
+def test_nothing_that_an_api_deploy_recreates_drags_caddy_or_the_frontend_along(compose):
+    # Compose recreates the dependents of a recreated service: Caddy restarting would drop every
+    # connection and SSE stream on each deploy of the API
+    assert "depends_on" not in compose["services"]["caddy"]
+    assert "api" not in compose["services"]["frontend"]["depends_on"]
 
 
 def test_only_caddy_and_loopback_postgres_are_published(env, compose):
