@@ -24,7 +24,6 @@ from .ship import ShipImage
 from .render import shared_paths
 from .steps import SERVER, Plan, Run, WriteFile
 
-MIN_FREE_DISK_MB = 2048
 LOCK_STALE_AFTER_S = 3600
 
 
@@ -61,7 +60,6 @@ class Options:
     rebuild: bool = False
     break_lock: bool = False
     force: bool = False  # redeploy even when the release is already current
-    skip_build: bool = False
     holder: str = field(default_factory=lambda: f"{getpass.getuser()}@{socket.gethostname()}")
 
 
@@ -78,9 +76,10 @@ def preflight(env, facts, options: Options) -> list[str]:
                         "to the docker group)")
     if not facts.compose:
         problems.append(f"{env.ssh}: `docker compose` (v2) is missing on the server")
-    if facts.disk_free_mb is not None and facts.disk_free_mb < MIN_FREE_DISK_MB:
+    need = env.smoke.min_free_disk_mb  # the same floor the smoke suite holds the server to
+    if facts.disk_free_mb is not None and facts.disk_free_mb < need:
         problems.append(f"{env.ssh}: only {facts.disk_free_mb} MB free under {env.remote_dir} "
-                        f"(need {MIN_FREE_DISK_MB} MB); prune images with `docker image prune`")
+                        f"(need {need} MB); prune images with `docker image prune`")
     if facts.lock:
         age = facts.now - facts.lock.since if facts.now else 0
         if not options.break_lock:
@@ -104,8 +103,7 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
     if facts.current == release.id and not (options.force or options.rebuild):
         return plan  # the same inputs are already live: nothing to do
 
-    if not options.skip_build:
-        plan.add(*images.plan_builds(env, release, local, revision, rebuild=options.rebuild))
+    plan.add(*images.plan_builds(env, release, local, revision, rebuild=options.rebuild))
     if "frontend" in env.services:
         # Alembic owns the schema: a frontend that would run prisma migrate / db push never ships
         frontend = env.services["frontend"]
@@ -280,7 +278,7 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
     problems = preflight(env, facts, options)
     if problems:
         raise DeployRefused("deploy refused, nothing was changed:\n" + "\n".join(f"  - {p}" for p in problems))
-    local = {} if options.skip_build else images.local_images(b["image"] for b in release.builds.values())
+    local = images.local_images(b["image"] for b in release.builds.values())
     plan = plan_deploy(env, release, facts, local, revision, options)
     if not plan.steps:
         runner.say(f"release {release.id} is already current on {env.name}: nothing to do (--force redeploys it)")
