@@ -76,7 +76,8 @@ class Connection:
         except paramiko.BadHostKeyException as exc:
             raise ConnectionFailed(
                 f"{t}: host key does not match {t.known_hosts} ({exc}); "
-                "if the server was rebuilt on purpose, pin its new key"
+                "if the server was rebuilt on purpose, pin its new key (the simulated VPS: `invoke vps.up` "
+                "reads it through docker exec and pins it)"
             ) from exc
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
