@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+from dataclasses import dataclass, field
 
 from .steps import Plan, Run
 
@@ -93,7 +94,7 @@ def plan_builds(env, release, local: dict, revision: str, rebuild: bool = False,
                 pull: bool | None = None) -> Plan:
     """Build what is missing (or everything with `rebuild`), then check it.
 
-    `local` maps image reference -> its labels, for the images this machine already has. An image
+    `local` maps image reference -> `LocalImage`, for the images this machine already has. An image
     whose tag (the digest of its inputs) is present was built with no cache from these very inputs,
     so it is neither rebuilt nor re-checked unless `rebuild` is set.
     """
@@ -101,7 +102,7 @@ def plan_builds(env, release, local: dict, revision: str, rebuild: bool = False,
     for name, info in sorted(release.builds.items()):
         build, image = env.builds[name], info["image"]
         have = local.get(image)
-        if have is not None and have.get(LABEL_DIGEST) == info["context_digest"] and not rebuild:
+        if have is not None and have.labels.get(LABEL_DIGEST) == info["context_digest"] and not rebuild:
             continue
         should_pull = (not env.ship_images) if pull is None else pull
         plan.add(build_step(build, image, info["context_digest"], revision, release.id, should_pull))
@@ -111,28 +112,26 @@ def plan_builds(env, release, local: dict, revision: str, rebuild: bool = False,
     return plan
 
 
+@dataclass(frozen=True)
+class LocalImage:
+    """What this machine's engine says about one image it has."""
+
+    id: str
+    labels: dict = field(default_factory=dict)
+    layers: tuple = ()  # RootFS diff ids, base first
+
+
 def local_images(references) -> dict:
-    """{reference: labels} for the references this machine's engine has (one inspect call)."""
+    """{reference: LocalImage} for the references this machine's engine has (one inspect call)."""
     refs = sorted(set(references))
     if not refs:
         return {}
     done = subprocess.run(["docker", "image", "inspect", *refs], capture_output=True, text=True)
-    found = json.loads(done.stdout or "[]")
     out = {}
-    for image in found:
-        labels = (image.get("Config") or {}).get("Labels") or {}
-        for tag in image.get("RepoTags") or []:
+    for image in json.loads(done.stdout or "[]"):
+        info = LocalImage(image["Id"], (image.get("Config") or {}).get("Labels") or {},
+                          tuple((image.get("RootFS") or {}).get("Layers") or ()))
+        for tag in image.get("RepoTags") or ():
             if tag in refs:
-                out[tag] = labels
-    return out
-
-
-def layers(references, inspect_output: str) -> dict:
-    """{reference: [diff ids]} from `docker image inspect` JSON output (local or remote)."""
-    refs = set(references)
-    out = {}
-    for image in json.loads(inspect_output or "[]"):
-        for tag in image.get("RepoTags") or []:
-            if tag in refs:
-                out[tag] = list((image.get("RootFS") or {}).get("Layers") or [])
+                out[tag] = info
     return out

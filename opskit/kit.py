@@ -28,11 +28,12 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import ROOT
 from .errors import OpskitError
+from .images import local_images
 from .runner import Runner
 from .steps import LOCAL, Plan, Run, WriteFile
 
@@ -83,15 +84,6 @@ KIT = (
 )
 BY_NAME = {image.name: image for image in KIT}
 TAGS = {image.name: image.tag for image in KIT}
-
-
-@dataclass(frozen=True)
-class LocalImage:
-    """What the engine says about one image it has."""
-
-    id: str
-    labels: dict = field(default_factory=dict)
-    layers: tuple = ()  # RootFS diff ids, base first
 
 
 @dataclass(frozen=True)
@@ -330,19 +322,6 @@ def folder_files(folder: Path) -> tuple:
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("README")):
         out.append((path.relative_to(folder).as_posix(), os.access(path, os.X_OK), _sha256(path)))
     return tuple(out)
-
-
-def local_images(tags) -> dict:
-    """{tag: LocalImage} for the tags this engine has (one `docker image inspect`)."""
-    done = subprocess.run(["docker", "image", "inspect", *tags], capture_output=True, text=True)
-    out = {}
-    for image in json.loads(done.stdout or "[]"):
-        info = LocalImage(image["Id"], (image.get("Config") or {}).get("Labels") or {},
-                          tuple((image.get("RootFS") or {}).get("Layers") or ()))
-        for tag in image.get("RepoTags") or ():
-            if tag in tags:
-                out[tag] = info
-    return out
 
 
 def require_engine() -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from opskit import ROOT, render
+from tests.smoke.web import _SNIConnection
 
 CADDY = shutil.which("caddy", path=str(ROOT / ".venv/bin")) or shutil.which("caddy")
 
@@ -74,7 +75,7 @@ class Caddy:
 
     def connection(self, domain: str, timeout: float = 10) -> http.client.HTTPSConnection:
         context = ssl.create_default_context(cafile=str(self.root_ca))
-        return _SNIConnection(self.https_port, domain, context, timeout)
+        return _SNIConnection("127.0.0.1", self.https_port, domain, context, timeout)
 
     def get(self, domain: str, path: str, headers=None, timeout: float = 10):
         conn = self.connection(domain, timeout)
@@ -84,18 +85,6 @@ class Caddy:
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
         finally:
             conn.close()
-
-
-class _SNIConnection(http.client.HTTPSConnection):
-    """Connects to 127.0.0.1 but presents (and verifies) the site's name, as a browser would."""
-
-    def __init__(self, port, server_name, context, timeout):
-        super().__init__("127.0.0.1", port, context=context, timeout=timeout)
-        self.server_name = server_name
-
-    def connect(self):
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.server_name)
 
 
 def read_stream(caddy: Caddy, domain: str, path: str, timeout: float = 30):

@@ -44,5 +44,5 @@ def test_a_failed_import_check_stops_the_plan_naming_image_check_and_error(broke
 def test_the_built_image_carries_its_digest_and_revision(broken_api):
     Runner().run(Plan("build", [images.build_step(broken_api, IMAGE, "digest-x", "rev-y", "release-z", pull=False),
                                 images.promote_step(broken_api, IMAGE, "rev-y", "release-z")]))
-    labels = images.local_images([IMAGE])[IMAGE]
+    labels = images.local_images([IMAGE])[IMAGE].labels
     assert labels[images.LABEL_DIGEST] == "digest-x" and labels[images.LABEL_REVISION] == "rev-y"

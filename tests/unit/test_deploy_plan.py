@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from opskit import deploy, render
+from opskit.images import LocalImage
 from opskit.facts import Lock, ServerFacts, parse_probe
 from opskit.ship import ShipImage, chain_ids
 from opskit.steps import Run, WriteFile
@@ -70,7 +71,8 @@ def test_import_checks_run_every_listed_module_without_network(env, release):
 
 
 def test_images_whose_inputs_are_unchanged_are_not_rebuilt(env, release):
-    local = {b["image"]: {"opskit.build.digest": b["context_digest"]} for b in release.builds.values()}
+    local = {b["image"]: LocalImage("sha256:x", {"opskit.build.digest": b["context_digest"]})
+             for b in release.builds.values()}
     assert not any(t.startswith("build") for t in titles(plan_for(env, release, local=local)))
     assert any(t.startswith("build") for t in titles(plan_for(env, release, local=local, rebuild=True)))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from opskit import ROOT, kit
+from opskit.images import LocalImage
 from opskit.steps import Run, WriteFile
 
 MIRROR = "http://mirror.example/debian"
@@ -34,7 +35,7 @@ def built(f: kit.KitFacts) -> dict:
     for image in kit.KIT:
         parent = layers.get(image.parent, ())
         layers[image.name] = (*parent, f"sha256:{image.name}-layer")
-        images[image.tag] = kit.LocalImage(f"sha256:{image.name}", {kit.LABEL: wanted[image.name]}, layers[image.name])
+        images[image.tag] = LocalImage(f"sha256:{image.name}", {kit.LABEL: wanted[image.name]}, layers[image.name])
     return images
 
 
