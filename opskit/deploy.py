@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from . import db, images, prisma_guard
 from .errors import OpskitError, StepFailed
 from .secrets import Secret
-from .ship import ShipImage
+from .steps import ShipImage
 from .render import shared_paths
 from .steps import SERVER, Plan, Run, WriteFile
 

@@ -1,19 +1,33 @@
-"""One root error and a few specific ones; each carries what an operator needs to act."""
+"""Every error opskit raises on purpose, and the exit codes that README documents.
+
+One root (`OpskitError`); each subclass carries its exit code, so `tasks.py` turns any of them into
+its message and code, and CI can tell a bad input from a failed action.
+"""
 
 from __future__ import annotations
+
+#: exit code -> what it means (README's table is this one)
+EXIT_CODES = {
+    1: "an error with no more specific code (or the operator cancelled)",
+    2: "a bad inventory, template, secret or flag: nothing was written or connected",
+    3: "a step of the plan failed; the recovery ran",
+    4: "the server cannot be reached, or shows a host key that is not the pinned one",
+    5: "refused before anything changed (lock held, no Docker, disk full, nothing to roll back to)",
+    6: "deployed, but the smoke suite fails",
+}
+EXIT_ERROR, EXIT_BAD_INPUT, EXIT_STEP_FAILED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_SMOKE_FAILED = 1, 2, 3, 4, 5, 6
 
 
 class OpskitError(Exception):
     """Root of every error opskit raises on purpose. Its message is meant for a person."""
 
-    #: process exit code that `tasks.py` uses, so CI can tell a bad input from a failed action
-    exit_code = 1
+    exit_code = EXIT_ERROR
 
 
 class InventoryError(OpskitError, ValueError):
     """The inventory is invalid. Holds every problem found, each naming its key path."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, problems: list[str], source: str = "inventory.yaml"):
         self.problems = list(problems)
@@ -30,13 +44,19 @@ class SecretError(InventoryError):
 class RenderError(OpskitError):
     """A template failed to render; names the template, line and the undefined name."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
+
+
+class UsageError(OpskitError):
+    """A task was called with flags or arguments that cannot work together; says which."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class StepFailed(OpskitError):
     """A step of a plan failed. Carries the step and the tail of its output."""
 
-    exit_code = 3
+    exit_code = EXIT_STEP_FAILED
 
     def __init__(self, step, returncode: int | None, output: str = ""):
         self.step = step
@@ -51,4 +71,32 @@ class StepFailed(OpskitError):
 class ConnectionFailed(OpskitError):
     """The server could not be reached, or it showed a host key that is not the pinned one."""
 
-    exit_code = 4
+    exit_code = EXIT_UNREACHABLE
+
+
+class DeployRefused(OpskitError):
+    """A preflight check said no (lock held, no Docker, disk full): nothing was changed."""
+
+    exit_code = EXIT_REFUSED
+
+
+class SmokeFailed(OpskitError):
+    """The smoke suite found the server not right (after a deploy, or on its own)."""
+
+    exit_code = EXIT_SMOKE_FAILED
+
+
+class GatherError(OpskitError):
+    """A fact could not be read from the server; says which command failed and why."""
+
+
+class GuardError(OpskitError):
+    """The prisma guard could not read an image (missing, or docker failed)."""
+
+
+class KitError(OpskitError):
+    """The image kit cannot be built here; the message says what is missing and how to get it."""
+
+
+class VpsError(OpskitError):
+    """The simulated VPS cannot be made or reached; the message says why and what to do."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import OpskitError, StepFailed
 from .secrets import Secret, reveal
 from . import ship
-from .ship import ShipImage
+from .steps import ShipImage
 from .steps import SERVER, Check, Plan, Run, WriteFile
 
 

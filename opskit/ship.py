@@ -16,19 +16,6 @@ import hashlib
 import json
 import tarfile
 import zlib
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class ShipImage:
-    """Send one image to the server, leaving out the layers whose chain IDs are in `skip`."""
-
-    title: str
-    image: str
-    skip: frozenset = frozenset()
-
-    def describe(self) -> str:
-        return f"{self.title} [local -> server] docker save {self.image} | (minus {len(self.skip)} layers the server has) | docker load"
 
 
 def chain_ids(diff_ids) -> list[str]:

@@ -2,10 +2,15 @@
 
 A plan is a list of steps. Nothing here touches the world; `runner.py` does.
 Secrets inside a step print as ``***`` (see `secrets.Secret`).
+
+Each step of a deploy or rollback carries its `Phase`; what a failure must undo is decided from
+the phase it reached (see `deploy.recovery_for`), never from a step's title.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import shlex
 from dataclasses import dataclass, field
 
@@ -13,6 +18,18 @@ from .secrets import Secret
 
 LOCAL = "local"
 SERVER = "server"
+
+
+class Phase(enum.IntEnum):
+    """Where a step sits in a deploy, in order. A failure in a phase leaves the server as:"""
+
+    NONE = 0  # not part of a deploy (kit, vps, db tasks): no recovery
+    BUILD = 1  # images built and checked here: the server is untouched
+    LOCK = 2  # the deploy lock: once it is taken, every failure must give it back
+    SHIP = 3  # images and the release folder reach the server: the old release still serves
+    CONFIG = 4  # shared config, databases, roles, migrations: the old release may need restarting
+    START = 5  # the new containers start and take traffic
+    FINISH = 6  # `current` moves, old releases go, the lock is given back
 
 
 def _shown(part) -> str:
@@ -40,6 +57,7 @@ class Run:
     cwd: str | None = None
     timeout: float | None = None
     stream: bool = False
+    phase: Phase = Phase.NONE
 
     def __post_init__(self):
         object.__setattr__(self, "argv", tuple(self.argv))
@@ -69,6 +87,7 @@ class WriteFile:
     content: bytes | Secret
     mode: int = 0o644
     on: str = SERVER
+    phase: Phase = Phase.NONE
 
     def describe(self) -> str:
         size = "secret content" if isinstance(self.content, Secret) else f"{len(self.content)} bytes"
@@ -85,6 +104,7 @@ class Check:
     on: str = SERVER
     expect: str | None = None
     hint: str = ""
+    phase: Phase = Phase.NONE
 
     def __post_init__(self):
         object.__setattr__(self, "argv", tuple(self.argv))
@@ -94,7 +114,27 @@ class Check:
         return f"{self.title} [{self.on}] check $ {cmd}"
 
 
-Step = Run | WriteFile | Check
+@dataclass(frozen=True)
+class ShipImage:
+    """Send one image to the server, leaving out the layers whose chain IDs are in `skip`
+    (see `ship.py`: `docker save` here, `docker load` there, over the SSH connection)."""
+
+    title: str
+    image: str
+    skip: frozenset = frozenset()
+    phase: Phase = Phase.NONE
+
+    def describe(self) -> str:
+        return (f"{self.title} [local -> server] docker save {self.image} | "
+                f"(minus {len(self.skip)} layers the server has) | docker load")
+
+
+Step = Run | WriteFile | Check | ShipImage
+
+
+def in_phase(phase: Phase, *steps) -> list:
+    """The same steps, each marked as part of `phase`."""
+    return [dataclasses.replace(s, phase=phase) for s in steps]
 
 
 @dataclass
@@ -104,8 +144,9 @@ class Plan:
     name: str
     steps: list = field(default_factory=list)
 
-    def add(self, *steps) -> "Plan":
-        self.steps.extend(steps)
+    def add(self, *steps, phase: Phase | None = None) -> "Plan":
+        """Append steps; with `phase`, each is marked as part of it."""
+        self.steps.extend(in_phase(phase, *steps) if phase is not None else steps)
         return self
 
     def __iter__(self):

@@ -16,7 +16,7 @@ import yaml
 from opskit import ROOT, deploy, inventory, render, smoke
 from opskit.errors import StepFailed
 from opskit.runner import Runner
-from opskit.ship import ShipImage
+from opskit.steps import ShipImage
 from opskit.sources import source_revision
 from opskit.ssh import Connection, system_ssh_argv
 from opskit.steps import SERVER, Plan, Run

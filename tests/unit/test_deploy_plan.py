@@ -7,7 +7,8 @@ import pytest
 from opskit import deploy, render
 from opskit.images import LocalImage
 from opskit.facts import Lock, ServerFacts, parse_probe
-from opskit.ship import ShipImage, chain_ids
+from opskit.ship import chain_ids
+from opskit.steps import ShipImage
 from opskit.steps import Run, WriteFile
 
 FRESH = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current=None, now=1_000_000.0)

@@ -1,0 +1,94 @@
+"""Where things live on the server, and how to name the project's containers there.
+
+The one description of the server's layout: releases, the `current` link, the deploy lock,
+the shared folders that containers mount, the compose argv of a release, the project's container
+filter, and health as Docker reports it. Deploy, status, the facts, the smoke suite and the tests
+all ask here.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+COMPOSE_FILE = "docker-compose.yml"
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+#: what a lock folder holds: one JSON line naming its holder
+LOCK_INFO = "info"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The folders and files under the inventory's `remote_dir`."""
+
+    root: str
+
+    @property
+    def releases(self) -> str:
+        return posixpath.join(self.root, "releases")
+
+    def release(self, release_id: str) -> str:
+        return posixpath.join(self.releases, release_id)
+
+    def partial(self, release_id: str) -> str:
+        """Where a release is uploaded before one rename makes it whole."""
+        return self.release(release_id) + ".partial"
+
+    @property
+    def current(self) -> str:
+        """A symlink `current -> releases/<id>`: the release the server serves."""
+        return posixpath.join(self.root, "current")
+
+    @property
+    def lock(self) -> str:
+        return posixpath.join(self.root, "deploy.lock")
+
+    @property
+    def lock_info(self) -> str:
+        return posixpath.join(self.lock, LOCK_INFO)
+
+    @property
+    def caddy(self) -> str:
+        """Caddy's config folder, mounted by the caddy container; it stays put from release to
+        release, so a deploy that changes nothing there recreates no container (a reload instead)."""
+        return posixpath.join(self.root, "caddy")
+
+    @property
+    def postgres_init(self) -> str:
+        """Postgres's first-boot scripts, mounted by the postgres container."""
+        return posixpath.join(self.root, "postgres-init")
+
+    def shared(self) -> dict[str, str]:
+        """The folders containers mount, by the name the templates use."""
+        return {"caddy": self.caddy, "postgres_init": self.postgres_init}
+
+
+def compose_argv(folder: str, *args: str) -> list[str]:
+    """`docker compose` for the release in `folder` (the project name comes from its file)."""
+    return ["docker", "compose", "--project-directory", folder, "-f", posixpath.join(folder, COMPOSE_FILE), *args]
+
+
+def project_compose_argv(project: str, *args: str) -> list[str]:
+    """`docker compose` for the project by name (no file needed: for hints to a person)."""
+    return ["docker", "compose", "-p", project, *args]
+
+
+def project_filter(project: str, service: str | None = None, oneoff: bool | None = False) -> list[str]:
+    """`docker ps` filter arguments for the project's containers (one-off ones left out unless
+    `oneoff` is None, which keeps both kinds)."""
+    argv = ["--filter", f"label={PROJECT_LABEL}={project}"]
+    if service is not None:
+        argv += ["--filter", f"label={SERVICE_LABEL}={service}"]
+    if oneoff is not None:
+        argv += ["--filter", f"label={ONEOFF_LABEL}={'True' if oneoff else 'False'}"]
+    return argv
+
+
+def health_of(status: str) -> str:
+    """`docker ps`'s Status text ("Up 3 minutes (healthy)") -> healthy, unhealthy, starting or none."""
+    for word, health in (("(healthy)", "healthy"), ("(unhealthy)", "unhealthy"), ("(health: starting)", "starting")):
+        if word in status:
+            return health
+    return "none"
