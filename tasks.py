@@ -14,9 +14,12 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from opskit import ROOT, db, deploy as deploying, inventory, kit, render as rendering, smoke as smoking, vps
-from opskit.errors import OpskitError
+from opskit import ROOT, db, deploy as deploying, inventory, render as rendering, smoke as smoking
+from opskit.sim import kit, vps
+from opskit.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_SMOKE_FAILED, OpskitError
+from opskit.layout import Layout, compose_argv
 from opskit.runner import Runner
+from opskit.sim.secrets import load as load_with_secrets
 from opskit.steps import Plan
 from opskit.sources import source_revision
 from opskit.ssh import Connection, system_ssh_argv
@@ -41,7 +44,7 @@ def reports_errors(fn):
 @reports_errors
 def render(c, env="local", out=None):
     """Render the release (compose file, Caddyfile, env files, SQL) into build/ENV."""
-    environment = inventory.load(env)
+    environment = load_with_secrets(env)
     release = rendering.render(environment)
     folder = rendering.write(release, Path(out) if out else Path("build") / env)
     print(f"release {release.id} for {env} written to {folder}/ ({len(release.files)} files)")
@@ -52,7 +55,7 @@ def render(c, env="local", out=None):
 @reports_errors
 def diff(c, env="local", against=None, server=False):
     """Show what a new render would change against a release folder, or against the server."""
-    environment = inventory.load(env)
+    environment = load_with_secrets(env)
     release = rendering.render(environment)
     if server:
         with Connection(environment.ssh) as conn:
@@ -61,7 +64,7 @@ def diff(c, env="local", against=None, server=False):
         folder = Path(against) if against else Path("build") / env
         if not folder.is_dir():
             raise Exit(f"error: no release folder at {folder}: run `invoke render -e {env}` first, "
-                       "or pass --against DIR or --server", code=2)
+                       "or pass --against DIR or --server", code=EXIT_BAD_INPUT)
         old, label = rendering.read(folder), str(folder)
     text = rendering.diff(release, old, old_label=label)
     print(text or f"no change: {label} matches a new render (release {release.id})", end="" if text else "\n")
@@ -82,12 +85,9 @@ def confirm(environment, yes: bool, what: str) -> None:
     if yes or environment.vps is not None:
         return
     if not sys.stdin.isatty():
-        raise Exit(f"error: {what} on {environment.name} needs confirmation: pass --yes", code=2)
+        raise Exit(f"error: {what} on {environment.name} needs confirmation: pass --yes", code=EXIT_BAD_INPUT)
     if input(f"{what} on {environment.name} ({environment.ssh})? [y/N] ").strip().lower() not in ("y", "yes"):
-        raise Exit("cancelled", code=1)
-
-
-SMOKE_FAILED = 6  # deployed, but the server is not right: distinct from a failed deploy (3)
+        raise Exit("cancelled", code=EXIT_ERROR)
 
 
 @task(help={"env": ENV_HELP, "junit": "write JUnit XML to this file", "k": "only checks matching this expression",
@@ -97,7 +97,7 @@ def smoke(c, env="local", junit=None, k=None, m=None):
     extra = (["-k", k] if k else []) + (["-m", m] if m else [])
     code = smoking.run(env, junit=junit, extra=extra)
     if code != 0:
-        raise Exit(f"smoke: the server of {env} fails its checks (pytest exit {code})", code=SMOKE_FAILED)
+        raise Exit(f"smoke: the server of {env} fails its checks (pytest exit {code})", code=EXIT_SMOKE_FAILED)
 
 
 @task(help={"env": ENV_HELP, "dry_run": "print the plan (and what a failure would do), change nothing",
@@ -110,7 +110,7 @@ def smoke(c, env="local", junit=None, k=None, m=None):
 def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, force=False, smoke=True, json=None,
            yes=False):
     """Build (no cache), check, ship and start the stack; roles and migrations run before traffic moves."""
-    environment = inventory.load(env)
+    environment = load_with_secrets(env)
     release = rendering.render(environment)
     rendering.write(release, Path("build") / env)
     if not dry_run:
@@ -129,7 +129,7 @@ def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, force
         summary = {**outcome.as_dict(), "smoke": None if checked is None else ("passed" if checked == 0 else "failed")}
         Path(json).write_text(_json.dumps(summary, indent=2) + "\n")
     if checked:
-        raise Exit(f"deployed release {outcome.release}, but the smoke suite fails: see above", code=SMOKE_FAILED)
+        raise Exit(f"deployed release {outcome.release}, but the smoke suite fails: see above", code=EXIT_SMOKE_FAILED)
 
 
 @task(help={"env": ENV_HELP, "to": "release id to return to (default: the one before current)",
@@ -137,7 +137,7 @@ def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, force
 @reports_errors
 def rollback(c, env="local", to=None, dry_run=False, yes=False):
     """Serve the previous (or a given) release again, in seconds, without a build."""
-    environment = inventory.load(env)
+    environment = load_with_secrets(env)
     if not dry_run:
         confirm(environment, yes, "roll back")
     with Connection(environment.ssh) as conn:
@@ -164,8 +164,8 @@ def status(c, env="local"):
 def logs(c, service, env="local", since="10m", follow=True):
     """Logs of one service of the current release (`invoke logs worker`)."""
     environment = inventory.load(env, with_secrets=False)
-    current = f"{environment.remote_dir}/current"
-    argv = deploying.compose(current, "logs", "--since", since, *(["--follow"] if follow else []), service)
+    current = Layout(environment.remote_dir).current
+    argv = compose_argv(current, "logs", "--since", since, *(["--follow"] if follow else []), service)
     with Connection(environment.ssh) as conn:
         done = conn.run(argv, on_line=print)
     if done.returncode != 0:
@@ -182,8 +182,8 @@ def ssh_shell(c, env="local"):
 
 def _db_step(env: str, title: str, step_for, report) -> None:
     """Run one database step against the current release and print what it changed."""
-    environment = inventory.load(env)
-    folder = deploying.Layout(environment.remote_dir).current
+    environment = load_with_secrets(env)
+    folder = Layout(environment.remote_dir).current
     with Connection(environment.ssh) as conn:
         [done] = Runner(conn).run(Plan(f"{title} on {env}", [step_for(environment, folder)]))
     print(report(done.output).summary())

@@ -7,7 +7,6 @@ changes the schema. Both run on the server, inside the release's own containers.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from . import scram
 from .errors import OpskitError
 from .postgres import REPORT_PREFIX, roles_script
 from .secrets import Secret
+from .layout import compose_argv as compose
 from .steps import SERVER, Run
 
 INIT_DIR = "/docker-entrypoint-initdb.d"  # where the release's postgres-init/ is mounted
@@ -41,12 +41,6 @@ def roles_input(env, script: str | None = ROLES_SCRIPT) -> Secret:
             f"\\set ui_password {psql_quote(ui)}\n"
             + (f"\\i {script}\n" if script is not None else roles_script(pg)))
     return Secret(text, "roles.psql input")
-
-
-def compose(folder: str, *args) -> list[str]:
-    """`docker compose` for the release in `folder` (the project name comes from the file)."""
-    return ["docker", "compose", "--project-directory", folder, "-f", posixpath.join(folder, "docker-compose.yml"),
-            *args]
 
 
 def psql_argv(pg) -> list[str]:

@@ -1,10 +1,14 @@
-"""`invoke deploy`: from source to a healthy server, as one plan of steps.
+"""`invoke deploy`: from source to a healthy server, as one plan of steps, each in its phase.
 
-    preflight ─ build (no cache) + import checks ─ lock ─ ship images ─ upload release
-      ─ postgres + redis up ─ roles ─ migrations ─ everything up --wait ─ mark current ─ unlock
+    BUILD   build (no cache) + import checks + prisma guard      (the server is untouched)
+    LOCK    take the deploy lock
+    SHIP    ship images, upload the release folder               (the old release still serves)
+    CONFIG  shared config, postgres + redis up, roles, migrations
+    START   everything up --wait, reload caddy
+    FINISH  mark current, prune old releases, unlock
 
 Planning is pure (`plan_deploy`); `deploy` gathers facts, prints or runs the plan, and on a failure
-runs the recovery plan (previous release back up, half-uploaded release removed, lock released).
+runs the recovery that the failed step's phase calls for (`recovery_for`).
 """
 
 from __future__ import annotations
@@ -17,42 +21,15 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from . import db, images, prisma_guard
-from .errors import OpskitError, StepFailed
+from . import db, facts as facts_of, images, prisma
+from .errors import DeployRefused, StepFailed
+from .layout import Layout, compose_argv as compose
 from .secrets import Secret
-from .steps import ShipImage
-from .render import shared_paths
-from .steps import SERVER, Plan, Run, WriteFile
+from .steps import SERVER, Phase, Plan, Run, ShipImage, WriteFile
 
 LOCK_STALE_AFTER_S = 3600
-
-
-class DeployRefused(OpskitError):
-    """A preflight check said no (lock held, no Docker, disk full): nothing was changed."""
-
-    exit_code = 5
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where things live on the server."""
-
-    root: str
-
-    @property
-    def releases(self) -> str:
-        return posixpath.join(self.root, "releases")
-
-    def release(self, release_id: str) -> str:
-        return posixpath.join(self.releases, release_id)
-
-    @property
-    def current(self) -> str:
-        return posixpath.join(self.root, "current")
-
-    @property
-    def lock(self) -> str:
-        return posixpath.join(self.root, "deploy.lock")
+#: the lock step's exit code when another deploy holds the lock (EX_TEMPFAIL)
+LOCK_HELD = 75
 
 
 @dataclass
@@ -62,8 +39,6 @@ class Options:
     force: bool = False  # redeploy even when the release is already current
     holder: str = field(default_factory=lambda: f"{getpass.getuser()}@{socket.gethostname()}")
 
-
-compose = db.compose
 
 # -- preflight ------------------------------------------------------------------------------------
 
@@ -103,42 +78,59 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
     if facts.current == release.id and not (options.force or options.rebuild):
         return plan  # the same inputs are already live: nothing to do
 
-    plan.add(*images.plan_builds(env, release, local, revision, rebuild=options.rebuild))
+    plan.add(*images.plan_builds(env, release, local, revision, rebuild=options.rebuild), phase=Phase.BUILD)
     if "frontend" in env.services:
         # Alembic owns the schema: a frontend that would run prisma migrate / db push never ships
         frontend = env.services["frontend"]
-        plan.add(prisma_guard.guard_step(release.images["frontend"], frontend.command, frontend.healthcheck))
+        plan.add(prisma.guard_step(release.images["frontend"], frontend.command, frontend.healthcheck),
+                 phase=Phase.BUILD)
 
-    plan.add(acquire_lock(layout, release.id, options, facts.lock is not None and options.break_lock))
+    plan.add(acquire_lock(layout, release.id, options, facts.lock is not None and options.break_lock),
+             phase=Phase.LOCK)
 
+    plan.add(*move_images(env, release, facts), phase=Phase.SHIP)
+    if release.id not in facts.releases:
+        plan.add(*upload_release(layout, release), phase=Phase.SHIP)
+
+    # the database first: roles and migrations run before the new API and frontend take traffic
+    plan.add(install_config(layout, release.id),
+             Run("start postgres and redis", compose(folder, "up", "-d", "--wait", "--wait-timeout", "180",
+                                                     "postgres", "redis"), on=SERVER, stream=True, timeout=240),
+             db.roles_step(env, folder), db.migrate_step(env, folder), phase=Phase.CONFIG)
+    plan.add(Run("start every service and wait until healthy",
+                 compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
+                 on=SERVER, stream=True, timeout=360),
+             reload_caddy(folder), phase=Phase.START)
+    plan.add(mark_current(layout, release.id),
+             *prune_releases(layout, facts.releases, facts.current, release.id, env.keep_releases),
+             release_lock(layout), phase=Phase.FINISH)
+    return plan
+
+
+def move_images(env, release, facts) -> list:
+    """Get every image of the release onto the server that it lacks: built images by the registry
+    (when the inventory names one) or shipped over SSH; the official ones pulled, or shipped."""
+    steps = []
     built = {info["image"] for info in release.builds.values()}
     for image in sorted(set(release.images.values()) - facts.images):
         if image in built and env.registry:
-            plan.add(Run(f"push {image}", ["docker", "push", image], stream=True, timeout=1800))
-            plan.add(Run(f"pull {image} from the registry", ["docker", "pull", image], on=SERVER, stream=True,
-                         timeout=1800))
+            steps.append(Run(f"push {image}", ["docker", "push", image], stream=True, timeout=1800))
+            steps.append(Run(f"pull {image} from the registry", ["docker", "pull", image], on=SERVER, stream=True,
+                             timeout=1800))
         elif image not in built and not env.ship_images:
-            plan.add(Run(f"pull {image}", ["docker", "pull", image], on=SERVER, stream=True, timeout=900))
+            steps.append(Run(f"pull {image}", ["docker", "pull", image], on=SERVER, stream=True, timeout=900))
         else:
-            plan.add(ShipImage(f"ship {image}", image, facts.layers))
+            steps.append(ShipImage(f"ship {image}", image, facts.layers))
+    return steps
 
-    if release.id not in facts.releases:
-        plan.add(*upload_release(layout, release))
 
-    # the database first: roles and migrations run before the new API and frontend take traffic
-    plan.add(install_config(layout, release.id, shared_paths(env)))
-    plan.add(Run("start postgres and redis", compose(folder, "up", "-d", "--wait", "--wait-timeout", "180",
-                                                      "postgres", "redis"), on=SERVER, stream=True, timeout=240))
-    plan.add(db.roles_step(env, folder))
-    plan.add(db.migrate_step(env, folder))
-    plan.add(Run("start every service and wait until healthy",
-                 compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
-                 on=SERVER, stream=True, timeout=360))
-    plan.add(reload_caddy(folder))
-    plan.add(mark_current(layout, release.id))
-    plan.add(*prune_releases(layout, facts.releases, facts.current, release.id, env.keep_releases))
-    plan.add(release_lock(layout))
-    return plan
+def recovery_for(env, release, facts, failed: Phase) -> Plan | None:
+    """What a failure in phase `failed` leaves to undo, decided from the phase alone: nothing
+    before the lock is ours; from SHIP on, the unfinished release goes and the lock is freed;
+    from CONFIG on, the previous release is also started again."""
+    if failed <= Phase.LOCK:
+        return None
+    return plan_recovery(env, release, facts, started=failed >= Phase.CONFIG)
 
 
 def plan_recovery(env, release, facts, started: bool) -> Plan:
@@ -147,29 +139,28 @@ def plan_recovery(env, release, facts, started: bool) -> Plan:
     layout = Layout(env.remote_dir)
     plan = Plan(f"recover from a failed deploy of {release.id}")
     if started and facts.current and facts.current != release.id:
-        plan.add(*switch_to(env, layout, facts.current, f"bring the previous release {facts.current} back"))
+        plan.add(*switch_to(layout, facts.current, f"bring the previous release {facts.current} back"))
     if release.id not in facts.releases and release.id != facts.current:
         plan.add(Run(f"remove the unfinished release {release.id}",
-                     ["rm", "-rf", "--", layout.release(release.id), layout.release(release.id) + ".partial"],
-                     on=SERVER))
+                     ["rm", "-rf", "--", layout.release(release.id), layout.partial(release.id)], on=SERVER))
     plan.add(release_lock(layout))
     return plan
 
 
-def switch_to(env, layout: Layout, release_id: str, title: str) -> list:
+def switch_to(layout: Layout, release_id: str, title: str) -> list:
     """Serve an existing release again: its config, its containers, Caddy reloaded (no build)."""
     folder = layout.release(release_id)
-    return [install_config(layout, release_id, shared_paths(env)),
+    return [install_config(layout, release_id),
             Run(title, compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
                 on=SERVER, stream=True, timeout=360),
             reload_caddy(folder)]
 
 
-def install_config(layout: Layout, release_id: str, paths: dict) -> Run:
+def install_config(layout: Layout, release_id: str) -> Run:
     """Copy the release's Caddyfile and first-boot scripts into the folders the containers mount
-    (see render.shared_paths); the rename makes the Caddyfile swap atomic."""
+    (`Layout.shared`); the rename makes the Caddyfile swap atomic."""
     rel = shlex.quote(layout.release(release_id))
-    caddy, init = shlex.quote(paths["caddy"]), shlex.quote(paths["postgres_init"])
+    caddy, init = shlex.quote(layout.caddy), shlex.quote(layout.postgres_init)
     script = (f"set -e; mkdir -p {caddy} {init}; "
               f"cp {rel}/Caddyfile {caddy}/.Caddyfile.new && mv -f {caddy}/.Caddyfile.new {caddy}/Caddyfile; "
               f"cp -p {rel}/postgres-init/* {init}/")
@@ -186,11 +177,11 @@ def acquire_lock(layout: Layout, release_id: str, options: Options, breaking: bo
     """mkdir is atomic: of two deploys racing here, exactly one gets the lock."""
     info = json.dumps({"holder": options.holder, "since": int(time.time()), "release": release_id},
                       sort_keys=True)
-    lock = shlex.quote(layout.lock)
+    lock, info_file = shlex.quote(layout.lock), shlex.quote(layout.lock_info)
     script = (f"mkdir -p {shlex.quote(layout.releases)} && "
               + (f"rm -rf {lock} && " if breaking else "")
-              + f"if mkdir {lock} 2>/dev/null; then printf '%s\\n' {shlex.quote(info)} > {lock}/info; "
-              f"else echo \"deploy lock held by: $(cat {lock}/info 2>/dev/null)\" >&2; exit 75; fi")
+              + f"if mkdir {lock} 2>/dev/null; then printf '%s\\n' {shlex.quote(info)} > {info_file}; "
+              f"else echo \"deploy lock held by: $(cat {info_file} 2>/dev/null)\" >&2; exit {LOCK_HELD}; fi")
     return Run("take the deploy lock" + (" (breaking a stale one)" if breaking else ""), ["sh", "-c", script],
                on=SERVER)
 
@@ -202,7 +193,7 @@ def release_lock(layout: Layout) -> Run:
 def upload_release(layout: Layout, release) -> list:
     """Files into `<id>.partial/`, then one rename: a release folder is whole or absent."""
     final = layout.release(release.id)
-    partial = final + ".partial"
+    partial = layout.partial(release.id)
     dirs = sorted({posixpath.dirname(posixpath.join(partial, p)) for p in release.files})
     steps = [Run(f"prepare release folder {release.id}",
                  ["sh", "-c", f"rm -rf {shlex.quote(partial)} && mkdir -p -m 0750 " + " ".join(map(shlex.quote, dirs))],
@@ -263,11 +254,8 @@ class Outcome:
 
 
 def gather(env, connection):
-    """Server facts in one SSH round trip."""
-    from .facts import parse_probe, probe_argv
-
-    done = connection.run(probe_argv(env.remote_dir), timeout=120)
-    return parse_probe(done.stdout.decode(errors="replace"))
+    """What the deploy plans from, read in one SSH round trip (see `facts.gather_deploy`)."""
+    return facts_of.gather_deploy(connection, env)
 
 
 def deploy(env, release, connection, runner, options: Options, revision: str) -> Outcome | None:
@@ -289,15 +277,12 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
         runner.say("on failure: " + plan_recovery(env, release, facts, started=True).render())
         return None
 
-    lock_at = next(i for i, s in enumerate(plan.steps) if s.title.startswith("take the deploy lock"))
-    config_at = next(i for i, s in enumerate(plan.steps) if s.title.startswith("install the config"))
     try:
         runner.run(plan)
     except StepFailed as failure:
-        failed_at = plan.steps.index(failure.step)
-        if failed_at > lock_at:
-            recovery = plan_recovery(env, release, facts, started=failed_at >= config_at)
-            runner.say(f"!!  {failure.step.title} failed: recovering")
+        recovery = recovery_for(env, release, facts, failure.step.phase)
+        if recovery is not None:
+            runner.say(f"!!  {failure.step.title} failed in phase {failure.step.phase.name.lower()}: recovering")
             try:
                 runner.run(recovery)
             except StepFailed as second:
@@ -337,13 +322,13 @@ def rollback(env, connection, runner, to: str | None = None) -> str:
         raise DeployRefused(f"release {to} is not on the server (it has: {', '.join(facts.releases) or 'none'})")
     layout = Layout(env.remote_dir)
     plan = Plan(f"roll back {env.name} from {facts.current} to {to}")
-    plan.add(acquire_lock(layout, to, Options(), breaking=False))
-    plan.add(*switch_to(env, layout, to, f"start release {to} and wait until healthy"))
-    plan.add(mark_current(layout, to), release_lock(layout))
+    plan.add(acquire_lock(layout, to, Options(), breaking=False), phase=Phase.LOCK)
+    plan.add(*switch_to(layout, to, f"start release {to} and wait until healthy"), phase=Phase.START)
+    plan.add(mark_current(layout, to), release_lock(layout), phase=Phase.FINISH)
     try:
         runner.run(plan)
     except StepFailed as failure:
-        if plan.steps.index(failure.step) > 0:  # the lock is ours: give it back
+        if failure.step.phase > Phase.LOCK:  # the lock is ours: give it back
             runner.run(Plan("unlock", [release_lock(layout)]))
         raise
     return to

@@ -6,10 +6,11 @@ Planning is pure (`plan_builds`); `local_images` reads what this machine has.
 
 from __future__ import annotations
 
-import json
 import shlex
-import subprocess
 from dataclasses import dataclass, field
+
+import docker
+import docker.errors
 
 from .steps import Plan, Run
 
@@ -122,16 +123,22 @@ class LocalImage:
 
 
 def local_images(references) -> dict:
-    """{reference: LocalImage} for the references this machine's engine has (one inspect call)."""
+    """{reference: LocalImage} for the references this machine's engine has (the docker SDK's
+    inspect: a read; an engine that does not answer has none of them)."""
     refs = sorted(set(references))
     if not refs:
         return {}
-    done = subprocess.run(["docker", "image", "inspect", *refs], capture_output=True, text=True)
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException:
+        return {}
     out = {}
-    for image in json.loads(done.stdout or "[]"):
-        info = LocalImage(image["Id"], (image.get("Config") or {}).get("Labels") or {},
-                          tuple((image.get("RootFS") or {}).get("Layers") or ()))
-        for tag in image.get("RepoTags") or ():
-            if tag in refs:
-                out[tag] = info
+    with client:
+        for ref in refs:
+            try:
+                image = client.images.get(ref).attrs
+            except docker.errors.DockerException:  # not there (ImageNotFound), or the engine went away
+                continue
+            out[ref] = LocalImage(image["Id"], (image.get("Config") or {}).get("Labels") or {},
+                                  tuple((image.get("RootFS") or {}).get("Layers") or ()))
     return out

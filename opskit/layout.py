@@ -15,6 +15,7 @@ COMPOSE_FILE = "docker-compose.yml"
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
+CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 #: what a lock folder holds: one JSON line naming its holder
 LOCK_INFO = "info"
 

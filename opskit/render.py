@@ -23,6 +23,7 @@ import jinja2
 from . import ROOT
 from .errors import RenderError
 from .inventory import Environment
+from .layout import Layout
 from .postgres import roles_script
 from .sources import context_digest, source_revision
 
@@ -211,16 +212,10 @@ def _line(jinja: jinja2.Environment, name: str, lineno: int | None) -> str:
 # -- what the templates are given ----------------------------------------------------------------
 
 
-def shared_paths(env: Environment) -> dict[str, str]:
-    """Server folders mounted into containers. They stay put from release to release, so a deploy
-    that changes nothing there recreates no container (Caddy gets a graceful reload instead)."""
-    return {"caddy": f"{env.remote_dir}/caddy", "postgres_init": f"{env.remote_dir}/postgres-init"}
-
-
 def _compose_context(env: Environment, release: Release) -> dict:
     pg = env.postgres
     res = env.resources
-    paths = shared_paths(env)
+    paths = Layout(env.remote_dir).shared()
 
     def app(name, depends_on, environment=()):
         svc = env.services[name]

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,8 @@ class Runner:
         self.say(f"    {line}")
 
     def _run(self, step: Run) -> str:
-        on_line = self._echo if step.stream else None
+        mask = _masker(step)
+        on_line = (lambda line: self._echo(mask(line))) if step.stream else None
         stdin = reveal(step.stdin).encode() if isinstance(step.stdin, Secret) else step.stdin
         if step.on == SERVER:
             done = self._server().run([reveal(a) for a in step.argv], stdin=stdin,
@@ -88,13 +90,15 @@ class Runner:
         else:
             code, output = self._local(step, stdin, on_line)
         if code != 0:
-            raise StepFailed(step, code, output)
+            raise StepFailed(step, code, mask(output))
         return output
 
     def _local(self, step: Run, stdin: bytes | None, on_line) -> tuple[int, str]:
+        """Run a local program to its end (or its timeout, silent or not); (exit code, output)."""
         env = dict(os.environ)
         env.update({k: reveal(v) for k, v in step.env})
         argv = [reveal(a) for a in step.argv]
+        mask = _masker(step)
         try:
             proc = subprocess.Popen(
                 argv, cwd=step.cwd, env=env,
@@ -102,38 +106,53 @@ class Runner:
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             )
         except FileNotFoundError as exc:
-            raise StepFailed(step, None, f"{argv[0]}: program not found ({exc})") from exc
+            raise StepFailed(step, None, mask(f"{argv[0]}: program not found ({exc})")) from exc
+        except OSError as exc:  # not executable
+            raise StepFailed(step, None, mask(f"{argv[0]}: cannot run it ({exc})")) from exc
+        lines: list[str] = []
+
+        def read() -> None:  # a thread of its own: the timeout holds for a silent program too
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                lines.append(line)
+                if on_line:
+                    on_line(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         if stdin is not None:
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        lines = []
-        deadline = time.monotonic() + step.timeout if step.timeout else None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            lines.append(line)
-            if on_line:
-                on_line(line)
-            if deadline and time.monotonic() > deadline:
-                proc.kill()
-                raise StepFailed(step, None, "\n".join(lines) + f"\n(timed out after {step.timeout}s)")
+            try:
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            except BrokenPipeError:  # it exited without reading: its exit code says why
+                pass
         try:
-            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()) if deadline else None)
+            code = proc.wait(timeout=step.timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise StepFailed(step, None, "\n".join(lines) + f"\n(timed out after {step.timeout}s)")
+            proc.wait()
+            reader.join(5)
+            raise StepFailed(step, None, mask("\n".join(lines) + f"\n(timed out after {step.timeout:g}s)")) from None
+        reader.join()
         return code, "\n".join(lines)
 
     def _check(self, step: Check) -> str:
-        argv = [reveal(a) for a in step.argv]
+        mask = _masker(step)
         if step.on == SERVER:
-            done = self._server().run(argv, timeout=60)
+            done = self._server().run([reveal(a) for a in step.argv], timeout=60)
             code, output, stdout = done.returncode, done.output, done.stdout.decode(errors="replace")
         else:
-            proc = subprocess.run(argv, capture_output=True, text=True)
+            argv = [reveal(a) for a in step.argv]
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            except FileNotFoundError as exc:
+                raise StepFailed(step, None, mask(f"{argv[0]}: program not found ({exc})")) from exc
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise StepFailed(step, None, mask(f"{argv[0]}: {exc}")) from exc
             code, output, stdout = proc.returncode, proc.stdout + proc.stderr, proc.stdout
         if code != 0 or (step.expect is not None and step.expect not in stdout):
             hint = f"\nhint: {step.hint}" if step.hint else ""
-            raise StepFailed(step, code, output + hint)
+            raise StepFailed(step, code, mask(output) + hint)
         return output
 
     def _write(self, step: WriteFile) -> str:
@@ -193,6 +212,20 @@ class _Progress:
 
     def flush(self) -> None:
         pass
+
+
+def _masker(step):
+    """A function that replaces, in a text, every secret value the step carries with ***: what a
+    failing command echoes of its own arguments, environment or input never reaches a log."""
+    values = [reveal(v) for v in (*step.argv, *(v for _, v in getattr(step, "env", ())), getattr(step, "stdin", None))
+              if isinstance(v, Secret)]
+    values = sorted({v for v in values if v}, key=len, reverse=True)
+
+    def mask(text: str) -> str:
+        for value in values:
+            text = text.replace(value, "***")
+        return text
+    return mask
 
 
 def write_local(path: Path, data: bytes, mode: int = 0o644) -> None:

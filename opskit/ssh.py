@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import posixpath
 import shlex
 import socket
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import paramiko
 
 from .errors import ConnectionFailed
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the server is and how to prove who we are and who it is."""
-
-    host: str
-    port: int
-    user: str
-    key_file: Path
-    known_hosts: Path
-
-    def __str__(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
+from .inventory.model import Target, expand  # noqa: F401  (re-exported: the transport speaks of targets)
 
 
 @dataclass
@@ -201,9 +186,3 @@ def system_ssh_argv(target: Target, *extra) -> list[str]:
     return ["ssh", "-i", str(target.key_file), "-p", str(target.port), "-o", f"UserKnownHostsFile={target.known_hosts}",
             "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", *extra,
             f"{target.user}@{target.host}"]
-
-
-def expand(path: str | os.PathLike, base: Path) -> Path:
-    """A path from the inventory: ~ expanded, relative paths taken from the repository root."""
-    p = Path(os.path.expanduser(str(path)))
-    return p if p.is_absolute() else (base / p)

@@ -1,14 +1,14 @@
 """What runs on the server: the current release and each service's state, health and image age.
-One SSH round trip; the parsing is pure."""
+Read through the facts (the releases on disk, the clock, the project's containers and images) in
+one SSH round trip; the parsing is pure."""
 
 from __future__ import annotations
 
-import json
-import shlex
 from dataclasses import dataclass
-from datetime import datetime
 
-_MARK = "---images---"
+from .facts import docker, host, release
+from .facts.base import batch, parse_all, split
+from .layout import Layout
 
 
 @dataclass(frozen=True)
@@ -20,56 +20,27 @@ class ServiceState:
     image_age_days: float | None
 
 
+def _facts(remote_dir: str, project: str):
+    return (release.on_disk(Layout(remote_dir)), host.clock(), docker.containers(project), docker.images())
+
+
 def status_argv(remote_dir: str, project: str) -> list[str]:
-    d, p = shlex.quote(remote_dir), shlex.quote(project)
-    script = f"""
-echo "current=$(basename "$(readlink {d}/current 2>/dev/null)" 2>/dev/null)"
-echo "now=$(date +%s)"
-docker ps --all --filter label=com.docker.compose.project={p} --filter label=com.docker.compose.oneoff=False \\
-  --format '{{{{json .}}}}'
-echo {_MARK}
-docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}} {{{{.CreatedAt}}}}'
-"""
-    return ["sh", "-c", script]
-
-
-def _health(status: str) -> str:
-    for word in ("healthy", "unhealthy", "health: starting"):
-        if f"({word})" in status:
-            return word.replace("health: ", "")
-    return "-"
-
-
-def _created(text: str) -> float | None:
-    """`2026-11-23 15:22:01 +0000 UTC` -> unix time."""
-    try:
-        return datetime.strptime(" ".join(text.split()[:3]), "%Y-%m-%d %H:%M:%S %z").timestamp()
-    except ValueError:
-        return None
+    """The one command (a batch of facts) whose output `parse_status` reads."""
+    return batch(_facts(remote_dir, project))
 
 
 def parse_status(output: str) -> tuple[str | None, list[ServiceState]]:
-    head, _, image_lines = output.partition(_MARK)
-    current, now, rows = None, 0.0, []
-    for line in head.splitlines():
-        if line.startswith("current="):
-            current = line.partition("=")[2].strip() or None
-        elif line.startswith("now="):
-            now = float(line.partition("=")[2] or 0)
-        elif line.startswith("{"):
-            rows.append(json.loads(line))
-    created = {}
-    for line in image_lines.splitlines():
-        ref, _, when = line.partition(" ")
-        created[ref] = _created(when)
+    """(the current release, each service's state) from the output of `status_argv`."""
+    on_disk, now, containers, images = parse_all(_facts("/", "-"), split(output), check=False)
     states = []
-    for row in rows:
-        labels = dict(kv.split("=", 1) for kv in row.get("Labels", "").split(",") if "=" in kv)
-        made = created.get(row.get("Image", ""))
-        states.append(ServiceState(labels.get("com.docker.compose.service", row.get("Names", "?")),
-                                   row.get("State", "?"), _health(row.get("Status", "")), row.get("Image", "?"),
+    for c in containers:
+        if c.oneoff:
+            continue
+        image = images.get(c.image_ref)
+        made = image.created if image else None
+        states.append(ServiceState(c.service, c.status, c.health or "-", c.image_ref,
                                    (now - made) / 86400 if made and now else None))
-    return current, sorted(states, key=lambda s: s.service)
+    return on_disk.current, sorted(states, key=lambda s: s.service)
 
 
 def table(current: str | None, states: list[ServiceState]) -> str:

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from opskit import deploy, inventory, render  # noqa: E402
+from opskit.layout import Layout, compose_argv  # noqa: E402
 from opskit.runner import Runner  # noqa: E402
 from opskit.sources import source_revision  # noqa: E402
 from opskit.ssh import Connection  # noqa: E402
@@ -88,7 +89,7 @@ class Poller(threading.Thread):
 def caddy_root_ca(env, folder: Path) -> str:
     path = folder / "caddy-root.crt"
     with Connection(env.ssh) as conn:
-        done = conn.run(deploy.compose(f"{env.remote_dir}/current", "exec", "-T", "caddy", "cat",
+        done = conn.run(compose_argv(Layout(env.remote_dir).current, "exec", "-T", "caddy", "cat",
                                        "/data/caddy/pki/authorities/local/root.crt"))
     path.write_bytes(done.stdout)
     return str(path)

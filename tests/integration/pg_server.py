@@ -6,8 +6,9 @@ postgres psql` gets in), TCP needs SCRAM. One cluster serves the whole session (
 test module asks first); each test makes its own database and UI role names, since roles are
 cluster-wide.
 
-`pg_server` is the fixture; import it into a test module. Tests skip, with the reason, only
-when no server binaries are found (`scripts/setup-test-deps.sh` installs them).
+`pg_server` is the fixture; import it into a test module. It fails, saying how to get them, when
+no server binaries are found (`scripts/setup-test-deps.sh` installs them; CI runs it): a test that
+needs Postgres never skips.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def _server_user() -> list:
         except KeyError:
             continue
         return ["runuser", "-u", name, "--"]
-    pytest.skip("running as root and neither a `postgres` nor a `nobody` user exists to run the server")
+    pytest.fail("running as root and neither a `postgres` nor a `nobody` user exists to run the server "
+                "(create one: `useradd --system postgres`)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -173,7 +175,8 @@ def pg_server(request) -> PgServer:
         return _shared["server"]
     bindir = find_bindir()
     if bindir is None:
-        pytest.skip(f"no PostgreSQL server binaries found under /usr/lib/postgresql/*/bin or via pg_config: {SETUP_HINT}")
+        pytest.fail(f"no PostgreSQL server binaries found under /usr/lib/postgresql/*/bin or via pg_config: "
+                    f"{SETUP_HINT}", pytrace=False)
     as_user = _server_user()
     root = Path(tempfile.mkdtemp(prefix="opskit-pg-"))
     server = PgServer(bindir, root, _free_port(), as_user)
@@ -220,7 +223,7 @@ def pg_env(database: str, ui_role: str, ui_password: str = "ui-secret-1", **post
 
     from opskit import ROOT, inventory
     from opskit.secrets import Secret
-    from opskit.secrets_store import SECRET_NAMES
+    from opskit.inventory import SECRET_NAMES
 
     raw = yaml.safe_load((ROOT / "inventory.yaml").read_text())
     environ = {f"OPSKIT_{name.upper()}": f"test-{name}-value" for name in SECRET_NAMES}

@@ -12,7 +12,6 @@ from opskit import db
 
 from .pg_server import API_DIR, alembic, apply_roles, pg_env, pg_server  # noqa: F401 (fixture)
 
-pytest.importorskip("alembic", reason="alembic is a test dependency: pip install -e '.[test]'")
 pytestmark = pytest.mark.postgres
 _names = itertools.count(1)
 

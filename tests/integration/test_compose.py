@@ -10,10 +10,7 @@ import yaml
 
 from opskit import render
 from tests.conftest import ENVIRONMENTS
-from tests.integration.docker_engine import compose_available
-
-pytestmark = [pytest.mark.docker, pytest.mark.skipif(not compose_available(),
-                                                     reason="no `docker compose` v2: run scripts/setup-docker.sh")]
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_compose")]
 
 
 @pytest.mark.parametrize("name", ENVIRONMENTS)

@@ -10,9 +10,7 @@ from opskit import images
 from opskit.errors import StepFailed
 from opskit.runner import Runner
 from opskit.steps import Plan
-from tests.integration.docker_engine import engine_available
-
-pytestmark = [pytest.mark.docker, pytest.mark.skipif(not engine_available(), reason="no Docker engine answers")]
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
 IMAGE = "opskit-test/broken-api:1"
 

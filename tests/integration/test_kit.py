@@ -11,11 +11,10 @@ import uuid
 import psycopg
 import pytest
 
-from opskit import kit
-from tests.integration.docker_engine import engine_available
+from opskit.images import local_images
+from opskit.sim import kit, kit_plan
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow,
-              pytest.mark.skipif(not engine_available(), reason="no Docker engine answers: run scripts/setup-docker.sh")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("docker_engine")]
 
 TIMES: dict[str, float] = {}
 
@@ -26,7 +25,7 @@ def kit_built():
     started = time.monotonic()
     kit.build_kit()
     TIMES["first run in this session"] = time.monotonic() - started
-    return {image.name: image.tag for image in kit.KIT}
+    return {image.name: image.tag for image in kit_plan.KIT}
 
 
 @pytest.fixture
@@ -79,10 +78,10 @@ def published_port(container: str, inside: str) -> int:
 
 def test_every_image_carries_the_digest_of_its_inputs(kit_built):
     mirror, security = kit.mirrors()
-    wanted = kit.digests(kit.gather_facts(), mirror, security)
-    have = kit.local_images(list(kit_built.values()))
+    wanted = kit_plan.digests(kit.gather_facts(), mirror, security)
+    have = local_images(list(kit_built.values()))
     for name, tag in kit_built.items():
-        assert have[tag].labels.get(kit.LABEL) == wanted[name], tag
+        assert have[tag].labels.get(kit_plan.LABEL) == wanted[name], tag
 
 
 def test_a_second_run_skips_everything_in_seconds(kit_built, capsys):
@@ -90,7 +89,7 @@ def test_a_second_run_skips_everything_in_seconds(kit_built, capsys):
     kit.build_kit()
     seconds = time.monotonic() - started
     mirror, security = kit.mirrors()
-    assert len(kit.plan_kit(kit.gather_facts(), mirror=mirror, security_mirror=security)) == 0
+    assert len(kit_plan.plan_kit(kit.gather_facts(), mirror=mirror, security_mirror=security)) == 0
     assert seconds < 15
     with capsys.disabled():
         print(f"\n[kit] {', '.join(f'{k}: {v:.1f}s' for k, v in TIMES.items())}; second run: {seconds:.1f}s")

@@ -130,6 +130,33 @@ def test_connection_limits_are_the_inventorys(pg_server, tmp_path):
             as_ui(pg_server, env)
 
 
+def memberships_of(server, role: str) -> list:
+    return server.psql_value(f"SELECT coalesce(string_agg(m.roleid::regrole::text, ' '), '') FROM pg_auth_members m "
+                             f"WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = '{role}')").split()
+
+
+def test_a_ui_role_made_member_of_the_admin_role_loses_the_membership(pg_server, tmp_path):
+    """Someone ran `GRANT admin TO ui` (a membership hands the UI role the owner's rights: DROP,
+    ALTER). The next `db.roles` revokes it, says so, and the UI role can drop nothing again."""
+    env = pg_env(unique("member"), unique("ui"))
+    pg = env.postgres
+    pg_server.create_database(pg.database)
+    roles(pg_server, env, tmp_path)
+    pg_server.psql("CREATE TABLE owned_by_admin (id int)", dbname=pg.database)
+    pg_server.psql(f'GRANT "{pg.admin_role}" TO "{pg.ui_role}"')
+    assert memberships_of(pg_server, pg.ui_role) == [pg.admin_role]
+    with as_ui(pg_server, env) as conn:  # the control: the membership really is dangerous
+        conn.execute("DROP TABLE owned_by_admin")
+        conn.rollback()
+
+    result = roles(pg_server, env, tmp_path)
+    assert memberships_of(pg_server, pg.ui_role) == []
+    assert "ui role attributes" in result.changed
+    with as_ui(pg_server, env) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("DROP TABLE owned_by_admin")
+    assert not roles(pg_server, env, tmp_path).is_changed
+
+
 # -- passwords ---------------------------------------------------------------------------------------
 
 
@@ -261,12 +288,11 @@ KIT_POSTGRES = "opskit/postgres:15"  # the offline image kit's stand-in for the 
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_first_boot_then_db_roles_in_the_kits_postgres_image(tmp_path):
+def test_first_boot_then_db_roles_in_the_kits_postgres_image(kit_images, tmp_path):
     """The whole path in a real image: its entrypoint runs 10-roles.sh on an empty volume, then
-    `db.roles` goes in as `docker compose exec -T postgres psql` does."""
-    found = subprocess.run(["docker", "image", "inspect", KIT_POSTGRES], capture_output=True)
-    if found.returncode != 0:
-        pytest.skip(f"{KIT_POSTGRES} is not on this machine (or no Docker engine): `invoke kit.build`")
+    `db.roles` goes in as `docker compose exec -T postgres psql` does. The kit is built when missing."""
+    found = subprocess.run(["docker", "image", "inspect", KIT_POSTGRES], capture_output=True, text=True)
+    assert found.returncode == 0, f"the kit was built but has no {KIT_POSTGRES}: {found.stderr}"
     env = pg_env("job_agent", "job_agent_ui", ui_password="kit-ui-secret")
     init = tmp_path / "init"
     init.mkdir(mode=0o755)

@@ -1,6 +1,6 @@
 """The Prisma guard on real images: tiny ones built here (on a local base image, or FROM scratch:
 the guard executes nothing inside the image, it reads its config and files), and the sample
-frontend built from its Dockerfile when the kit's opskit/node:18 is here."""
+frontend built from its Dockerfile on the kit's opskit/node:18 (built first when missing)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ import subprocess
 import pytest
 
 from opskit import ROOT
-from opskit.errors import StepFailed
-from opskit.prisma_guard import CONTAINER_LABEL, GuardError, check_image, guard_step
+from opskit.errors import GuardError, StepFailed
+from opskit.prisma import CONTAINER_LABEL, check_image, guard_step
 from opskit.runner import Runner
 from opskit.steps import Plan
 
-from .docker_engine import engine_available
-
-pytestmark = [pytest.mark.docker,
-              pytest.mark.skipif(not engine_available(), reason="no Docker engine answers here (scripts/setup-docker.sh)")]
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
 FRONTEND = ROOT / "tests/fixtures/app/frontend"
 SAMPLE_CMD = '["node", "server.js"]'  # the sample Dockerfile's CMD (tests/unit checks it is)
@@ -121,9 +118,8 @@ def test_a_missing_image_is_an_error_that_says_so():
 
 
 @pytest.mark.slow
-def test_the_sample_frontend_built_from_its_dockerfile_is_accepted():
-    if not has_image("opskit/node:18"):
-        pytest.skip("opskit/node:18 (the offline kit's node image) is not on this machine: `invoke kit.build`")
+def test_the_sample_frontend_built_from_its_dockerfile_is_accepted(kit_images):
+    # kit_images builds opskit/node:18 when it is missing (tests/conftest.py): this test never skips
     tag = f"opskit-test/prisma-guard-sample:{os.getpid()}"
     docker("build", "--quiet", "--build-arg", "NODE_IMAGE=opskit/node:18", "--tag", tag, str(FRONTEND))
     try:

@@ -13,13 +13,12 @@ from dataclasses import replace
 import paramiko
 import pytest
 
-from opskit import vps
 from opskit.errors import ConnectionFailed
+from opskit.sim import vps
+from opskit.sim.vps_config import HOST_KEY, VpsConfig
 from opskit.ssh import Connection
-from tests.integration.docker_engine import engine_available
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow,
-              pytest.mark.skipif(not engine_available(), reason="no Docker engine answers: run scripts/setup-docker.sh")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("docker_engine")]
 
 
 def docker(*argv: str) -> subprocess.CompletedProcess:
@@ -27,8 +26,8 @@ def docker(*argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory) -> vps.VpsConfig:
-    return vps.VpsConfig(container="opskit-vps-test", ssh_port=22222, http_port=28080, https_port=28443,
+def config(tmp_path_factory) -> VpsConfig:
+    return VpsConfig(container="opskit-vps-test", ssh_port=22222, http_port=28080, https_port=28443,
                          state_dir=tmp_path_factory.mktemp("vps-state"))
 
 
@@ -58,7 +57,7 @@ def test_up_from_nothing_lets_deploy_in_and_docker_answers(config, report, conne
 
 
 def test_the_pinned_host_key_is_the_one_the_container_holds(config, report):
-    host_key = docker("exec", config.container, "cat", vps.HOST_KEY).stdout.split()
+    host_key = docker("exec", config.container, "cat", HOST_KEY).stdout.split()
     assert config.known_hosts.read_text() == f"[127.0.0.1]:22222 {host_key[0]} {host_key[1]}\n"
     assert config.key_file.stat().st_mode & 0o777 == 0o600
 
@@ -125,7 +124,7 @@ def test_a_stopped_vps_is_started_with_the_same_identity_and_docker(config, repo
 
 
 def test_bare_mode_lets_root_in_and_has_no_docker(tmp_path_factory):
-    bare = vps.VpsConfig(container="opskit-vps-test-bare", ssh_port=22223, http_port=28081, https_port=28444,
+    bare = VpsConfig(container="opskit-vps-test-bare", ssh_port=22223, http_port=28081, https_port=28444,
                          state_dir=tmp_path_factory.mktemp("vps-bare-state"))
     vps.down(bare)
     try:

@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, urlparse
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "uvicorn"  # the banner Caddy must strip
+    #: stream id (the `id` query value) -> [(event line, time.monotonic() when it was written)]
+    written: dict = {}
 
     def log_message(self, *args):  # keep test output clean
         pass
@@ -35,7 +37,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _stream(self, sse: bool, query: dict) -> None:
-        """`count` events, `gap` seconds apart, with a heartbeat comment every `heartbeat` seconds."""
+        """`count` events, `gap` seconds apart, with a heartbeat comment every `heartbeat` seconds;
+        with `id`, the time each event was written is kept in `Handler.written[id]`."""
         count, gap = int(query.get("count", 3)), float(query.get("gap", 1))
         heartbeat = float(query.get("heartbeat", 0)) or None
         self.send_response(200)
@@ -53,6 +56,9 @@ class Handler(BaseHTTPRequestHandler):
                     self._chunk(": keep-alive\n\n" if sse else "keep-alive\n")
                 time.sleep(gap - waited)
                 self._chunk(f"data: {i}\n\n" if sse else f"line {i}\n")
+                if "id" in query:  # when it left this process, for tests timing the proxy
+                    self.written.setdefault(query["id"], []).append((f"data: {i}" if sse else f"line {i}",
+                                                                     time.monotonic()))
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):

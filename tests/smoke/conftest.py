@@ -17,6 +17,7 @@ import pytest
 
 from opskit import inventory, smoke
 from opskit.errors import OpskitError
+from opskit.layout import Layout
 from opskit.ssh import Connection
 
 from .remote import Remote, testinfra_host
@@ -91,6 +92,12 @@ def env(request):
 
 
 @pytest.fixture(scope="session")
+def layout(env) -> Layout:
+    """Where things live on the server under test."""
+    return Layout(env.remote_dir)
+
+
+@pytest.fixture(scope="session")
 def remote(env):
     connection = Connection(env.ssh, timeout=10)
     try:
@@ -159,10 +166,10 @@ def web(server, caddy):
 
 
 @pytest.fixture(scope="session")
-def manifest(release, env):
+def manifest(release, env, layout):
     assert release.manifest is not None, (
-        f"no current release on {env.name}: {env.remote_dir}/current/manifest.json is unreadable "
-        f"({release.manifest_error})\nmore: ls -l {env.remote_dir} {env.remote_dir}/current/ "
+        f"no current release on {env.name}: {layout.current}/manifest.json is unreadable "
+        f"({release.manifest_error})\nmore: ls -l {layout.root} {layout.current}/ "
         f"(deploy one with `invoke deploy -e {env.name}`)")
     return release.manifest
 
@@ -190,7 +197,7 @@ def _cause(report) -> tuple[str, str]:
     more = next((line[len("more:"):].strip() for line in lines if line.startswith("more:")), "")
     first = lines[0] if lines else "failed"
     first = re.sub(r"^(AssertionError|Failed): ", "", first)
-    first = re.sub(r"^(?:[a-z_]\w*\.)+(?=[A-Z]\w*: )", "", first)  # tests.smoke.server.GatherError -> GatherError
+    first = re.sub(r"^(?:[a-z_]\w*\.)+(?=[A-Z]\w*: )", "", first)  # opskit.errors.GatherError -> GatherError
     return first, more
 
 

@@ -8,28 +8,30 @@ import posixpath
 import pytest
 
 from opskit import smoke
+from opskit.facts.release import secrets_in
+from opskit.layout import COMPOSE_FILE, Layout
 
 from .checks import listing, problem
 
 pytestmark = pytest.mark.files
 
 
-def test_current_release_is_linked(host, release, manifest, env):
-    current = host.file(f"{env.remote_dir}/current")
-    assert current.is_symlink, problem(f"{env.remote_dir}/current is not a symlink to a release",
-                                       f"ls -l {env.remote_dir}")
-    assert release.link.startswith("releases/"), problem(
-        f"{env.remote_dir}/current points at {release.link}, outside {env.remote_dir}/releases/")
+def test_current_release_is_linked(host, release, manifest, layout):
+    current = host.file(layout.current)
+    assert current.is_symlink, problem(f"{layout.current} is not a symlink to a release", f"ls -l {layout.root}")
+    releases = posixpath.relpath(layout.releases, layout.root) + "/"
+    assert release.link.startswith(releases), problem(
+        f"{layout.current} points at {release.link}, outside {layout.releases}/")
     assert manifest.get("release") == release.id, problem(
         f"release folder {release.id} holds the manifest of release {manifest.get('release')}",
-        f"cat {env.remote_dir}/current/manifest.json")
+        f"cat {layout.current}/manifest.json")
 
 
-def test_no_deploy_lock_left_behind(host, release, env):
-    lock = host.file(f"{env.remote_dir}/deploy.lock")
+def test_no_deploy_lock_left_behind(host, release, layout):
+    lock = host.file(layout.lock)
     assert not lock.exists, problem(
-        f"{env.remote_dir}/deploy.lock is held ({release.lock or 'no info'}): a deploy runs, or one died; "
-        "the next deploy will wait for it", f"cat {env.remote_dir}/deploy.lock/info")
+        f"{layout.lock} is held ({release.lock or 'no info'}): a deploy runs, or one died; "
+        "the next deploy will wait for it", f"cat {layout.lock_info}")
 
 
 def _env_file(release, env, service):
@@ -57,7 +59,7 @@ def test_release_has_exactly_the_expected_env_files(manifest, env):
     want = set(smoke.env_file_services(env))
     assert listed == want, problem(
         f"release {manifest.get('release')} has env files for {listing(sorted(listed))}, expected {listing(sorted(want))}",
-        f"ls -l {env.remote_dir}/current/env/")
+        f"ls -l {Layout(env.remote_dir).current}/env/")
 
 
 def test_env_folder_closed_to_others(release, env):
@@ -77,22 +79,22 @@ def test_release_files_unchanged_since_deploy(release, manifest, env):
         + "; ".join(([f"changed or missing: {listing(changed)}"] if changed else [])
                     + ([f"not in the manifest: {listing(added)}"] if added else []))
         + " (edited by hand? deploy again to restore it)",
-        f"cd {env.remote_dir}/current && sha256sum -c <(jq -r '.files|to_entries[]|\"\\(.value)  \\(.key)\"' manifest.json)")
+        f"cd {Layout(env.remote_dir).current} && sha256sum -c <(jq -r '.files|to_entries[]|\"\\(.value)  \\(.key)\"' manifest.json)")
 
 
 CONFIG_FILES = {
-    "compose_file": "current/docker-compose.yml",
-    "caddyfile": "current/Caddyfile",
-    "live_caddyfile": "caddy/Caddyfile",
+    "compose_file": lambda layout: posixpath.join(layout.current, COMPOSE_FILE),
+    "caddyfile": lambda layout: posixpath.join(layout.current, "Caddyfile"),
+    "live_caddyfile": lambda layout: posixpath.join(layout.caddy, "Caddyfile"),
 }
 
 
 @pytest.mark.parametrize("which", list(CONFIG_FILES))
-def test_no_secret_in_config_file(which, release, env):
-    path = f"{env.remote_dir}/{CONFIG_FILES[which]}"
+def test_no_secret_in_config_file(which, release, env, layout):
+    path = CONFIG_FILES[which](layout)
     text = getattr(release, which)
     assert text.strip(), problem(f"{path} is empty or unreadable", f"ls -l {path}")
-    found = smoke.secrets_in(text, env.secrets)
+    found = secrets_in(text, env.secrets)
     assert not found, problem(
         f"{path} contains the value of secret(s) {', '.join(found)}: secrets belong in env/*.env (mode 0600) only; "
         "rotate them", f"ls -l {path}")

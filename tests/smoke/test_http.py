@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import http.client
+import posixpath
 import ssl
 
 import pytest
 
-from opskit import smoke
+from opskit.facts import caddy as caddy_facts
+from opskit.layout import Layout
 
 from .checks import listing, problem
 
@@ -19,6 +21,11 @@ pytestmark = pytest.mark.http
 
 #: a path per site that answers 200 when all is well
 PROBE_PATH = {"app": "/api/health", "api": "/health", "flower": "/healthcheck"}
+
+
+def _live_caddyfile(env) -> str:
+    """The Caddyfile Caddy loads (the release's copy, installed in Caddy's own folder)."""
+    return posixpath.join(Layout(env.remote_dir).caddy, "Caddyfile")
 
 
 def _caddy_logs(server):
@@ -70,9 +77,9 @@ def test_http_redirects_to_https(site, web, server):
 
 def test_security_headers_present(site, web, release, env, server):
     role, domain = site
-    wanted, removed = smoke.caddyfile_headers(release.live_caddyfile)
-    assert wanted, problem(f"the live Caddyfile ({env.remote_dir}/caddy/Caddyfile) sets no response header",
-                           f"cat {env.remote_dir}/caddy/Caddyfile")
+    wanted, removed = caddy_facts.caddyfile_headers(release.live_caddyfile)
+    assert wanted, problem(f"the live Caddyfile ({_live_caddyfile(env)}) sets no response header",
+                           f"cat {_live_caddyfile(env)}")
     resp = _get(web, domain, PROBE_PATH[role], server, _flower_auth(env, role))
     missing = [f"{k}: {v}" for k, v in wanted.items() if resp.headers.get(k.lower()) != v]
     leaked = [k for k in removed if k.lower() in resp.headers]
@@ -156,7 +163,7 @@ def _site(caddy, domain, server):
 
 
 def _api_proxy(caddy, env, server):
-    proxies = smoke.handlers_of(_site(caddy, env.domains.api, server), "reverse_proxy")
+    proxies = caddy_facts.handlers_of(_site(caddy, env.domains.api, server), "reverse_proxy")
     assert proxies, problem(f"{env.domains.api}: no reverse_proxy in the running Caddy config")
     return proxies[0]
 
@@ -165,56 +172,56 @@ def test_caddy_routes_domain_to_its_service(site, caddy, env, server):
     role, domain = site
     service = {"app": "frontend", "api": "api", "flower": "flower"}[role]
     want = f"{service}:{env.services[service].port}"
-    dials = [d for p in smoke.handlers_of(_site(caddy, domain, server), "reverse_proxy") for d in smoke.upstreams(p)]
+    dials = [d for p in caddy_facts.handlers_of(_site(caddy, domain, server), "reverse_proxy") for d in caddy_facts.upstreams(p)]
     assert dials == [want], problem(f"{domain} proxies to {listing(dials) or 'nothing'}, not {want}",
-                                    f"cat {env.remote_dir}/caddy/Caddyfile")
+                                    f"cat {_live_caddyfile(env)}")
 
 
 def test_caddy_streams_api_unbuffered(caddy, env, server):
     proxy = _api_proxy(caddy, env, server)
     assert proxy.get("flush_interval") == -1, problem(
         f"{env.domains.api}: reverse_proxy flush_interval is {proxy.get('flush_interval', 'unset (buffered)')}, "
-        "not -1: SSE events would wait in Caddy's buffer", f"cat {env.remote_dir}/caddy/Caddyfile")
+        "not -1: SSE events would wait in Caddy's buffer", f"cat {_live_caddyfile(env)}")
 
 
 def test_caddy_api_read_timeout_matches_inventory(caddy, env, server):
     proxy = _api_proxy(caddy, env, server)
-    got = smoke.duration_seconds((proxy.get("transport") or {}).get("read_timeout"))
+    got = caddy_facts.duration_seconds((proxy.get("transport") or {}).get("read_timeout"))
     want = env.sse.read_timeout.seconds
     assert got == want, problem(
         f"{env.domains.api}: Caddy's running read_timeout to the API is "
         f"{'unset' if got is None else f'{got:g}s'}, the inventory's sse.read_timeout is {want:g}s: "
         "quiet SSE streams are cut after the shorter one",
-        f"cat {env.remote_dir}/caddy/Caddyfile; " + server.compose_hint("exec", "caddy", "caddy", "reload", "--config",
+        f"cat {_live_caddyfile(env)}; " + server.compose_hint("exec", "caddy", "caddy", "reload", "--config",
                                                                     "/etc/caddy/Caddyfile"))
 
 
 def test_caddy_keeps_streams_across_reloads(caddy, env, server):
     proxy = _api_proxy(caddy, env, server)
-    got = smoke.duration_seconds(proxy.get("stream_close_delay"))
+    got = caddy_facts.duration_seconds(proxy.get("stream_close_delay"))
     want = env.sse.stream_close_delay.seconds
     assert got == want, problem(
         f"{env.domains.api}: stream_close_delay is {'unset' if got is None else f'{got:g}s'}, the inventory's "
         f"sse.stream_close_delay is {want:g}s: a config reload would cut every open stream",
-        f"cat {env.remote_dir}/caddy/Caddyfile")
+        f"cat {_live_caddyfile(env)}")
 
 
 def test_caddy_guards_flower_with_basic_auth(caddy, env, server):
     handlers = _site(caddy, env.domains.flower, server)
-    users = smoke.basic_auth_users(handlers)
-    assert smoke.has_basic_auth(handlers) and users == [env.flower_user], problem(
+    users = caddy_facts.basic_auth_users(handlers)
+    assert caddy_facts.has_basic_auth(handlers) and users == [env.flower_user], problem(
         f"{env.domains.flower}: the running Caddy config has "
         + (f"basic auth for {listing(users)}, not {env.flower_user}" if users else "no basic auth"),
-        f"cat {env.remote_dir}/caddy/Caddyfile")
+        f"cat {_live_caddyfile(env)}")
 
 
 def test_live_caddyfile_is_the_release_caddyfile(release, manifest, env):
     want = manifest.get("files", {}).get("Caddyfile")
     got = release.live_caddyfile_sha256
     assert want and got == want, problem(
-        f"{env.remote_dir}/caddy/Caddyfile (what Caddy loads) differs from release {manifest.get('release')}'s "
+        f"{_live_caddyfile(env)} (what Caddy loads) differs from release {manifest.get('release')}'s "
         "Caddyfile: edited by hand, or the deploy did not install it",
-        f"diff {env.remote_dir}/current/Caddyfile {env.remote_dir}/caddy/Caddyfile")
+        f"diff {Layout(env.remote_dir).current}/Caddyfile {_live_caddyfile(env)}")
 
 
 # -- Server-Sent Events through Caddy -------------------------------------------------------------------
@@ -236,12 +243,12 @@ def test_sse_heartbeat_matches_inventory(docker, env, server):
 def test_sse_heartbeat_shorter_than_caddy_read_timeout(docker, caddy, env, server):
     got = _heartbeat_env(docker, "api")
     proxy = _api_proxy(caddy, env, server)
-    timeout = smoke.duration_seconds((proxy.get("transport") or {}).get("read_timeout"))
+    timeout = caddy_facts.duration_seconds((proxy.get("transport") or {}).get("read_timeout"))
     if got is None or timeout is None:
         pytest.fail(problem(f"heartbeat ({got}) or Caddy read_timeout ({timeout}) unknown"))
     assert float(got) < timeout, problem(
         f"the API's heartbeat ({float(got):g}s) is not shorter than Caddy's read_timeout ({timeout:g}s): "
-        "Caddy cuts every quiet SSE stream", f"cat {env.remote_dir}/caddy/Caddyfile")
+        "Caddy cuts every quiet SSE stream", f"cat {_live_caddyfile(env)}")
 
 
 def _sse_where(sse, env):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from opskit import smoke
+from opskit.facts.logs import SIGNATURES
 
 from .checks import problem
 
 pytestmark = pytest.mark.logs
 
 
-@pytest.mark.parametrize("signature", smoke.SIGNATURES, ids=[s.key for s in smoke.SIGNATURES])
+@pytest.mark.parametrize("signature", SIGNATURES, ids=[s.key for s in SIGNATURES])
 def test_logs_free_of_incident(signature, log_hits, server):
     hits = [h for h in log_hits if h.signature == signature.key]
     services = sorted({h.service for h in hits})

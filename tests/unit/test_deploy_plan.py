@@ -6,22 +6,12 @@ import pytest
 
 from opskit import deploy, render
 from opskit.images import LocalImage
-from opskit.facts import Lock, ServerFacts, parse_probe
+from opskit.facts import Lock, ServerFacts, parse_deploy
 from opskit.ship import chain_ids
 from opskit.steps import ShipImage
 from opskit.steps import Run, WriteFile
 
 FRESH = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current=None, now=1_000_000.0)
-
-
-@pytest.fixture
-def env(make_env):
-    return make_env("local")
-
-
-@pytest.fixture
-def release(env):
-    return render.render(env)
 
 
 def titles(plan):
@@ -196,20 +186,32 @@ def test_recovery_brings_the_previous_release_back_and_frees_the_lock(env, relea
     assert titles(deploy.plan_recovery(env, release, facts, started=False))[0].startswith("remove the unfinished")
 
 
+def _probe_output(**sections) -> str:
+    """What the deploy's one round trip prints: each fact's output under its mark."""
+    return "".join(f"#####fact:{name}\n{text}\n#####exit:0\n" for name, text in sections.items())
+
+
 def test_the_probe_output_parses_into_facts():
-    output = ("docker=26.1.5\ncompose=2.26.1\ndisk_free_kb=4096000\ncurrent=abc\nreleases=old abc \n"
-              'lock={"holder": "me@laptop", "since": 100, "release": "abc"}\nnow=160\nimages=a:1 b:2 \n'
-              '---inspect---\n[{"RepoTags": ["a:1"], "RootFS": {"Layers": ["sha256:x", "sha256:y"]}}]\n')
-    facts = parse_probe(output)
+    output = _probe_output(
+        versions="=====opskit:docker=====\n26.1.5\n=====opskit:compose=====\n2.26.1",
+        space="=====opskit:folder=====\n/srv\n=====opskit:disk=====\n#####path:/srv\n/dev/vda 8192000 1 4096000 50% /srv",
+        clock="160",
+        on_disk="=====opskit:current=====\nreleases/abc\n=====opskit:releases=====\nold\nabc\n"
+                '=====opskit:lock=====\n{"holder": "me@laptop", "since": 100, "release": "abc"}',
+        images=f"a:1 sha256:{'1' * 64}\nb:2 sha256:{'2' * 64}",
+        layers='[{"RepoTags": ["a:1"], "RootFS": {"Layers": ["sha256:x", "sha256:y"]}}]')
+    facts = parse_deploy(output)
     assert (facts.docker, facts.compose, facts.disk_free_mb, facts.current) == ("26.1.5", "2.26.1", 4000, "abc")
     assert facts.releases == ("old", "abc") and facts.images == {"a:1", "b:2"}
-    assert facts.lock == Lock("me@laptop", 100.0, "abc")
+    assert facts.lock == Lock("me@laptop", 100.0, "abc") and facts.now == 160.0
     assert facts.layers == set(chain_ids(["sha256:x", "sha256:y"])) and "sha256:x" in facts.layers
 
 
 def test_an_empty_server_parses_into_empty_facts():
-    facts = parse_probe("docker=\ncompose=\ndisk_free_kb=\ncurrent=\nreleases=\nlock=\nnow=5\nimages=\n---inspect---\n[]\n")
+    facts = parse_deploy(_probe_output(versions="=====opskit:docker=====\ndocker: not found\n=====opskit:compose=====",
+                                       space="", clock="5", on_disk="", images="", layers="[]"))
     assert facts.docker is None and facts.lock is None and facts.releases == () and facts.layers == frozenset()
+    assert facts.compose is None and facts.disk_free_mb is None and facts.now == 5.0
 
 
 def test_run_steps_name_where_they_run(env, release):

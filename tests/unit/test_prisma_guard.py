@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 
 import pytest
 
 from opskit import ROOT
-from opskit.prisma_guard import check_commands, check_image_config, effective_commands, explain, guard_step
+from opskit.errors import GuardError
+from opskit.prisma import check_commands, check_image_config, effective_commands, explain, guard_step
 from opskit.steps import LOCAL, Check
 
 FRONTEND = ROOT / "tests/fixtures/app/frontend"
@@ -202,6 +204,34 @@ def test_explain_says_why_and_how_to_fix():
 def test_guard_step_is_a_local_check_of_the_image_and_its_command():
     step = guard_step("jobagent/frontend:abc", command=("npm", "start"))
     assert isinstance(step, Check) and step.on == LOCAL
-    assert step.argv == (sys.executable, "-m", "opskit.prisma_guard", "jobagent/frontend:abc",
+    assert step.argv == (sys.executable, "-m", "opskit.prisma", "jobagent/frontend:abc",
                          "--command", '["npm", "start"]')
     assert "Alembic owns the schema" in step.hint
+
+
+def test_the_command_line_exits_1_when_refused_0_when_accepted_and_2_when_the_image_cannot_be_read(
+        monkeypatch, capsys):
+    from opskit.prisma import __main__ as cli
+
+    found = refused({"scripts": {"start": "prisma migrate deploy"}}, ["npm", "start"])
+    asked = []
+    monkeypatch.setattr(cli, "check_image", lambda *args: asked.append(args) or found)
+    assert cli.main(["img:1", "--command", '["npm", "start"]', "--healthcheck", '["CMD", "true"]']) == 1
+    assert asked == [("img:1", ["npm", "start"], ["CMD", "true"])]
+    assert "prisma guard: img:1 refused" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "check_image", lambda *args: [])
+    assert cli.main(["img:1"]) == 0
+    assert capsys.readouterr().out.strip().endswith("accepted")
+
+    def unreadable(*args):
+        raise GuardError("cannot inspect image img:1: No such image (build it first)")
+
+    monkeypatch.setattr(cli, "check_image", unreadable)
+    assert cli.main(["img:1"]) == 2
+    assert "cannot inspect image img:1" in capsys.readouterr().err
+
+
+def test_the_module_the_guard_step_runs_is_a_command_line():
+    argv = guard_step("img:1").argv
+    done = subprocess.run([*argv[:3], "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0 and "--healthcheck" in done.stdout, done.stderr

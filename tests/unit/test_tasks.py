@@ -35,3 +35,12 @@ def test_every_environment_checks_valid():
     done = invoke("check")
     assert done.returncode == 0 and done.stdout.split() == ["local:", "valid", "production:", "valid",
                                                             "staging:", "valid"]
+
+
+def test_readme_documents_every_exit_code_as_errors_defines_it():
+    from opskit import ROOT
+    from opskit.errors import EXIT_CODES
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [code for code, meaning in EXIT_CODES.items() if f"| {code} | {meaning} |" not in readme]
+    assert not missing, f"README's exit-code table lacks or words differently: {missing}"

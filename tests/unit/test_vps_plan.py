@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from opskit import vps
-from opskit.steps import SERVER, Check, Run, WriteFile
+from opskit.errors import StepFailed, VpsError
+from opskit.sim import kit, kit_plan, vps, vps_plan
+from opskit.sim.vps_config import BARE_IMAGE, FULL_IMAGE, READY_TIMEOUT_S, VpsConfig
+from opskit.steps import SERVER, Check, Plan, Run, WriteFile
 
 PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPublicKeyOfThisCheckout opskit-vps@opskit-vps\n"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps root@vps"
-RUNNING = vps.Container("running", vps.FULL_IMAGE, "sha256:vps", "full", 2222)
+RUNNING = vps_plan.Container("running", FULL_IMAGE, "sha256:vps", "full", 2222)
 
 
 @pytest.fixture
-def config(tmp_path) -> vps.VpsConfig:
-    return vps.VpsConfig(state_dir=tmp_path / "state", extra_ports={15433: 5433})
+def config(tmp_path) -> VpsConfig:
+    return VpsConfig(state_dir=tmp_path / "state", extra_ports={15433: 5433})
 
 
-def with_key(**changes) -> vps.VpsFacts:
-    return replace(vps.VpsFacts(has_key=True, key_mode=0o600, public_key=PUBLIC), **changes)
+def with_key(**changes) -> vps_plan.VpsFacts:
+    return replace(vps_plan.VpsFacts(has_key=True, key_mode=0o600, public_key=PUBLIC), **changes)
 
 
 def argvs(plan) -> list[tuple]:
@@ -29,7 +32,7 @@ def argvs(plan) -> list[tuple]:
 
 
 def test_from_nothing_up_makes_a_key_then_creates_gives_the_key_starts_and_waits(config):
-    plan = vps.plan_up(config, vps.VpsFacts())
+    plan = vps_plan.plan_up(config, vps_plan.VpsFacts())
     assert [a[:2] for a in argvs(plan)] == [("mkdir", "-p"), ("ssh-keygen", "-q"), ("docker", "create"),
                                             ("docker", "cp"), ("docker", "start"), ("docker", "exec")]
     keygen = argvs(plan)[1]
@@ -38,8 +41,8 @@ def test_from_nothing_up_makes_a_key_then_creates_gives_the_key_starts_and_waits
 
 
 def test_the_container_is_privileged_named_and_keeps_docker_on_a_volume(config):
-    create = vps.create_argv(config, bare=False)
-    assert create[:2] == ["docker", "create"] and create[-1] == vps.FULL_IMAGE
+    create = vps_plan.create_argv(config, bare=False)
+    assert create[:2] == ["docker", "create"] and create[-1] == FULL_IMAGE
     for flag in ("--privileged", "--init"):
         assert flag in create
     assert create[create.index("--name") + 1] == "opskit-vps"
@@ -49,7 +52,7 @@ def test_the_container_is_privileged_named_and_keeps_docker_on_a_volume(config):
 
 
 def test_every_published_port_is_on_loopback(config):
-    create = vps.create_argv(config, bare=False)
+    create = vps_plan.create_argv(config, bare=False)
     published = [create[i + 1] for i, a in enumerate(create) if a == "-p"]
     assert published == ["127.0.0.1:2222:22", "127.0.0.1:80:80", "127.0.0.1:443:443", "127.0.0.1:443:443/udp",
                          "127.0.0.1:15433:5433"]
@@ -58,34 +61,34 @@ def test_every_published_port_is_on_loopback(config):
 
 
 def test_bare_mode_uses_the_bare_image_and_gives_the_key_to_root(config):
-    create = vps.create_argv(config, bare=True)
-    assert create[-1] == vps.BARE_IMAGE
+    create = vps_plan.create_argv(config, bare=True)
+    assert create[-1] == BARE_IMAGE
     assert "VPS_SSH_USER=root" in create and "opskit.vps.mode=bare" in create
     assert config.target(bare=True).user == "root" and config.target().user == "deploy"
 
 
 def test_an_existing_key_is_kept(config):
-    assert not any(a[0] == "ssh-keygen" for a in argvs(vps.plan_up(config, with_key())))
+    assert not any(a[0] == "ssh-keygen" for a in argvs(vps_plan.plan_up(config, with_key())))
 
 
 def test_a_key_readable_by_others_is_made_private(config):
-    assert ("chmod", "0600", str(config.key_file)) in argvs(vps.plan_up(config, with_key(key_mode=0o644)))
+    assert ("chmod", "0600", str(config.key_file)) in argvs(vps_plan.plan_up(config, with_key(key_mode=0o644)))
 
 
 def test_a_running_vps_that_has_the_key_is_only_checked(config):
-    plan = vps.plan_up(config, with_key(container=RUNNING, given_keys=PUBLIC))
-    assert argvs(plan) == [("docker", "exec", "opskit-vps", "vps-ready", str(vps.READY_TIMEOUT_S))]
+    plan = vps_plan.plan_up(config, with_key(container=RUNNING, given_keys=PUBLIC))
+    assert argvs(plan) == [("docker", "exec", "opskit-vps", "vps-ready", str(READY_TIMEOUT_S))]
 
 
 def test_a_running_vps_without_this_key_gets_it(config):
-    plan = vps.plan_up(config, with_key(container=RUNNING, given_keys="ssh-ed25519 AAAAother someone\n"))
+    plan = vps_plan.plan_up(config, with_key(container=RUNNING, given_keys="ssh-ed25519 AAAAother someone\n"))
     assert [a[:2] for a in argvs(plan)] == [("docker", "cp"), ("docker", "exec"), ("docker", "exec")]
     assert argvs(plan)[1][-1] == "vps-authorize"
 
 
 def test_a_stopped_vps_is_started(config):
     stopped = replace(RUNNING, state="exited")
-    plan = vps.plan_up(config, with_key(container=stopped))
+    plan = vps_plan.plan_up(config, with_key(container=stopped))
     assert [a[:2] for a in argvs(plan)] == [("docker", "cp"), ("docker", "start"), ("docker", "exec")]
     assert not any(a[:2] == ("docker", "create") for a in argvs(plan))
 
@@ -96,12 +99,12 @@ def test_a_stopped_vps_is_started(config):
     (replace(RUNNING, ssh_port=2200), "not 2222"),
 ])
 def test_a_container_that_is_not_this_vps_is_left_alone(config, container, message):
-    with pytest.raises(vps.VpsError, match=message):
-        vps.plan_up(config, with_key(container=container))
+    with pytest.raises(VpsError, match=message):
+        vps_plan.plan_up(config, with_key(container=container))
 
 
 def test_pin_writes_the_host_key_read_out_of_band_then_checks_ssh_and_docker(config):
-    plan = vps.plan_pin(config, with_key(container=RUNNING, host_key=HOST_KEY))
+    plan = vps_plan.plan_pin(config, with_key(container=RUNNING, host_key=HOST_KEY))
     write, who, docker = list(plan)
     assert isinstance(write, WriteFile) and write.path == str(config.known_hosts)
     assert write.content == b"[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps\n"
@@ -112,36 +115,36 @@ def test_pin_writes_the_host_key_read_out_of_band_then_checks_ssh_and_docker(con
 def test_pin_replaces_a_stale_entry_and_keeps_other_hosts(config):
     other = "[127.0.0.1]:2200 ssh-ed25519 AAAAother\n"
     stale = "[127.0.0.1]:2222 ssh-ed25519 AAAAstale\n"
-    plan = vps.plan_pin(config, with_key(host_key=HOST_KEY, known_hosts=other + stale))
+    plan = vps_plan.plan_pin(config, with_key(host_key=HOST_KEY, known_hosts=other + stale))
     assert plan.steps[0].content.decode() == other + "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps\n"
 
 
 def test_pin_writes_nothing_when_the_key_is_pinned_already(config):
     pinned = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps\n"
-    plan = vps.plan_pin(config, with_key(host_key=HOST_KEY, known_hosts=pinned))
+    plan = vps_plan.plan_pin(config, with_key(host_key=HOST_KEY, known_hosts=pinned))
     assert not any(isinstance(s, WriteFile) for s in plan)
 
 
 def test_bare_pin_checks_root_and_no_docker(config):
-    plan = vps.plan_pin(config, with_key(host_key=HOST_KEY), bare=True)
+    plan = vps_plan.plan_pin(config, with_key(host_key=HOST_KEY), bare=True)
     checks = [s for s in plan if isinstance(s, Check)]
     assert [c.expect for c in checks] == ["root"] and not any("docker" in c.argv for c in checks)
 
 
 def test_port_22_is_written_without_brackets(tmp_path):
-    config = vps.VpsConfig(ssh_port=22, http_port=8080, https_port=8443, state_dir=tmp_path)
-    assert vps.known_hosts_line(config, HOST_KEY).startswith("127.0.0.1 ssh-ed25519 ")
+    config = VpsConfig(ssh_port=22, http_port=8080, https_port=8443, state_dir=tmp_path)
+    assert vps_plan.known_hosts_line(config, HOST_KEY).startswith("127.0.0.1 ssh-ed25519 ")
 
 
 def test_a_host_key_that_is_not_ed25519_is_refused(config):
-    with pytest.raises(vps.VpsError, match="ed25519"):
-        vps.known_hosts_line(config, "ssh-rsa AAAAB3Nza root@vps")
+    with pytest.raises(VpsError, match="ed25519"):
+        vps_plan.known_hosts_line(config, "ssh-rsa AAAAB3Nza root@vps")
 
 
 def test_down_removes_container_volume_and_pin_but_keeps_the_key(config):
     facts = with_key(container=RUNNING, has_volume=True,
                      known_hosts="[127.0.0.1]:2222 ssh-ed25519 AAAAx\n[127.0.0.1]:2200 ssh-ed25519 AAAAy\n")
-    plan = vps.plan_down(config, facts)
+    plan = vps_plan.plan_down(config, facts)
     assert argvs(plan) == [("docker", "rm", "--force", "--volumes", "opskit-vps"),
                            ("docker", "volume", "rm", "opskit-vps-docker")]
     [write] = [s for s in plan if isinstance(s, WriteFile)]
@@ -150,7 +153,7 @@ def test_down_removes_container_volume_and_pin_but_keeps_the_key(config):
 
 
 def test_down_with_nothing_there_plans_nothing(config):
-    assert len(vps.plan_down(config, vps.VpsFacts())) == 0
+    assert len(vps_plan.plan_down(config, vps_plan.VpsFacts())) == 0
 
 
 def test_the_printed_plans_hold_no_private_key(config):
@@ -158,8 +161,8 @@ def test_the_printed_plans_hold_no_private_key(config):
     marker = "OPENSSH " + "PRIVATE KEY-----"  # in parts: no private-key header in the repository's text
     config.key_file.write_text(f"-----BEGIN {marker}\nc2VjcmV0\n-----END {marker}\n")
     facts = with_key(host_key=HOST_KEY)
-    text = "\n".join(p.render() for p in (vps.plan_up(config, facts), vps.plan_pin(config, facts),
-                                          vps.plan_up(config, vps.VpsFacts())))
+    text = "\n".join(p.render() for p in (vps_plan.plan_up(config, facts), vps_plan.plan_pin(config, facts),
+                                          vps_plan.plan_up(config, vps_plan.VpsFacts())))
     assert "PRIVATE KEY" not in text and "c2VjcmV0" not in text
 
 
@@ -170,12 +173,12 @@ def test_the_printed_plans_hold_no_private_key(config):
     ({"container": "bad name"}, "not a valid container name"),
 ])
 def test_bad_settings_are_named(tmp_path, changes, message):
-    with pytest.raises(vps.VpsError, match=message):
-        vps.VpsConfig(state_dir=tmp_path, **changes)
+    with pytest.raises(VpsError, match=message):
+        VpsConfig(state_dir=tmp_path, **changes)
 
 
 def test_defaults_match_the_brief():
-    config = vps.VpsConfig()
+    config = VpsConfig()
     assert (config.container, config.ssh_port, config.http_port, config.https_port, config.user) == \
         ("opskit-vps", 2222, 80, 443, "deploy")
     assert config.state_dir.parts[-2:] == (".opskit", "local")
@@ -184,8 +187,39 @@ def test_defaults_match_the_brief():
 
 def test_config_from_the_local_environment(make_env):
     env = make_env("local")
-    config = vps.VpsConfig.from_environment(env)
+    config = VpsConfig.from_environment(env)
     assert (config.container, config.ssh_port, config.user) == ("opskit-vps", env.ssh.port, "deploy")
     assert config.key_file == Path(env.ssh.key_file) and config.known_hosts == Path(env.ssh.known_hosts)
-    with pytest.raises(vps.VpsError, match="no `vps:`"):
-        vps.VpsConfig.from_environment(make_env("production"))
+    with pytest.raises(VpsError, match="no `vps:`"):
+        VpsConfig.from_environment(make_env("production"))
+
+
+# -- up builds missing kit images first, as steps of its own plan ------------------------------------
+
+BUILD_VPS = Run("build opskit/vps:bookworm (missing)", ["docker", "build", "--tag", FULL_IMAGE, "images/vps"])
+
+
+@pytest.fixture
+def vps_missing(monkeypatch):
+    """A machine whose kit lacks only the VPS image, and no VPS yet (no engine asked)."""
+    decisions = [kit_plan.Decision(i, "d", i.tag == FULL_IMAGE, "missing" if i.tag == FULL_IMAGE else "up to date")
+                 for i in kit_plan.KIT]
+    monkeypatch.setattr(kit, "prepare", lambda: (decisions, Plan("kit.build", [BUILD_VPS])))
+    monkeypatch.setattr(vps, "gather", lambda config: vps_plan.VpsFacts())
+
+
+def test_up_says_which_kit_images_it_builds_and_why_and_its_dry_run_shows_the_steps(config, vps_missing):
+    out = io.StringIO()
+    assert vps.up(config, dry_run=True, out=out) is None
+    text = out.getvalue()
+    assert "kit: 1 of 8 images to build:\n  opskit/vps:bookworm: missing" in text
+    plan = text[text.index("plan vps.up"):]
+    assert plan.index("build opskit/vps:bookworm (missing)") < plan.index("create opskit-vps from")
+
+
+def test_a_failed_kit_step_of_up_is_named_as_it_is_not_as_a_vps_failure(config, vps_missing, monkeypatch):
+    failing = replace(BUILD_VPS, argv=("false",))
+    monkeypatch.setattr(kit, "prepare", lambda: ([], Plan("kit.build", [failing])))
+    with pytest.raises(StepFailed) as failed:
+        vps.up(config, out=io.StringIO())
+    assert failed.value.step == failing and not isinstance(failed.value, VpsError)

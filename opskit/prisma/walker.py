@@ -1,36 +1,21 @@
-"""The Prisma guard: a deploy refuses a frontend that would run `prisma migrate` or `prisma db push`.
+"""The walker: follows what a container runs the way a shell, npm, yarn, pnpm and bun would, and
+notes every `prisma migrate`, `prisma db push` and `prisma db execute` it reaches.
 
-Why: SQLAlchemy + Alembic own the schema (one tool owns DDL). Prisma compares its schema with
-the database and "fixes" the difference, so against tables Alembic made it would drop or rewrite
-them. The UI role cannot do DDL anyway (see postgres.py); this guard says no before the deploy,
-in plain words, instead of a permission error in a crash-looping container.
-
-What is followed is what actually runs: the image's ENTRYPOINT + CMD (or the compose command that
-replaces CMD), `sh -c` strings, `npm start` / `npm run X` / `yarn X` / `pnpm X` / `bun run X` into
+Followed: `sh -c` strings, `npm start` / `npm run X` / `yarn X` / `pnpm X` / `bun run X` into
 package.json scripts with their pre/post hooks (recursively), `npx`/`pnpx`/`bunx`/`npm exec`,
-node_modules/.bin/prisma, and shell scripts the image runs (read from the image). Allowed:
-`prisma generate`, `prisma db pull` and every other read-only command.
-
-The checks (`check_image_config`, `check_commands`) are pure; `inspect_image` and `check_image`
-read a real image through the docker CLI; `guard_step` is the plan step; `main` its command line.
+`run-s`/`run-p`/`concurrently`, node_modules/.bin/prisma, and shell scripts the image runs (through
+a `Reader`, path -> text). Allowed: `prisma generate`, `prisma db pull` and every other read-only
+command. Pure: it reads nothing but what `read` gives it.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import io
-import json
 import posixpath
 import re
 import shlex
-import subprocess
-import sys
-import tarfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
-
-from .errors import OpskitError
-from .steps import LOCAL, Check
 
 WHY = ("Alembic (SQLAlchemy) owns the schema; Prisma only reads it (`prisma db pull`, "
        "`prisma generate`) and reads/writes rows")
@@ -77,7 +62,7 @@ Reader = Callable[[str], "str | None"]
 
 
 @dataclass
-class _Walker:
+class Walker:
     """Follows commands the way a shell, npm, yarn and pnpm would run them."""
 
     package: dict | None
@@ -328,200 +313,3 @@ def _positional(args: Iterable[str]) -> list:
 
 def _printable(args: list) -> list:
     return [a if re.fullmatch(r"[\w@%+=:,./-]+", a) else shlex.quote(a) for a in args]
-
-
-# -- what Docker runs ----------------------------------------------------------------------------
-
-
-def effective_commands(entrypoint, cmd, command=None, healthcheck=None) -> list:
-    """[(label, argv)] of what a container of the image runs, as Docker composes it.
-
-    ENTRYPOINT + CMD, with a compose `command` replacing CMD. An entrypoint script usually ends in
-    `exec "$@"`, so the CMD (or command) is also checked on its own. A healthcheck runs too.
-    """
-    entrypoint = list(entrypoint or [])
-    args = list(_split(command) if command is not None else (cmd or []))
-    args_label = "compose command" if command is not None else "CMD"
-    out = []
-    if entrypoint:
-        label = f"ENTRYPOINT + {args_label}" if args else "ENTRYPOINT"
-        out.append((label, entrypoint + args))
-    if args:
-        out.append((args_label, args))
-    if healthcheck:
-        probe = list(_split(healthcheck))
-        if probe[:1] == ["CMD-SHELL"]:
-            probe = ["/bin/sh", "-c", " ".join(probe[1:])]
-        elif probe[:1] == ["CMD"]:
-            probe = probe[1:]
-        out.append(("healthcheck", probe))
-    return out
-
-
-def _split(value) -> list:
-    return shlex.split(value) if isinstance(value, str) else list(value)
-
-
-def check_commands(package: dict | None, commands, read: Reader | None = None) -> list:
-    """Violations of each (label, argv) in `commands`, following package.json's scripts."""
-    walker = _Walker(package, read)
-    for label, argv in commands:
-        walker.origin = f"{label} `{shlex.join(map(str, argv))}`"
-        walker.argv(list(map(str, argv)), [])
-    unique, seen = [], set()
-    for v in walker.found:  # the same script reached via ENTRYPOINT + CMD and via CMD: once
-        key = (v.chain, v.command)
-        if key not in seen:
-            seen.add(key)
-            unique.append(v)
-    return unique
-
-
-def check_image_config(package: dict | None, entrypoint, cmd, command=None, healthcheck=None,
-                       read: Reader | None = None) -> list:
-    """Violations of an image given its package.json (None if absent), ENTRYPOINT, CMD, and the
-    compose `command` / healthcheck that the deployment sets. Pure: `read` (path -> text or None)
-    supplies the image's shell scripts, if any."""
-    return check_commands(package, effective_commands(entrypoint, cmd, command, healthcheck), read)
-
-
-def explain(image: str, violations: list) -> str:
-    if not violations:
-        return f"prisma guard: {image} runs no `prisma migrate` or `prisma db push`: accepted"
-    lines = [f"prisma guard: {image} refused: it would change the schema with Prisma"]
-    lines += [f"  - {v}" for v in violations]
-    lines.append("  fix: remove these commands from the image (package.json scripts, ENTRYPOINT, CMD) and the "
-                 "compose command; schema changes go in an Alembic migration (api/migrations)")
-    return "\n".join(lines)
-
-
-# -- a real image, through the docker CLI --------------------------------------------------------
-
-
-class GuardError(OpskitError):
-    """The image could not be inspected (missing, or docker failed)."""
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    image: str
-    entrypoint: tuple
-    cmd: tuple
-    workdir: str
-    path: tuple  # PATH of the image, to find an entrypoint script named without a folder
-
-
-def _docker(*argv, docker: str = "docker", binary: bool = False) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run([docker, *argv], capture_output=True, text=not binary, timeout=120)
-    except FileNotFoundError:
-        raise GuardError(f"the docker CLI ({docker}) is not installed here; the prisma guard needs it "
-                         "to read the frontend image") from None
-
-
-def inspect_image(image: str, docker: str = "docker") -> ImageConfig:
-    done = _docker("image", "inspect", "--format", "{{json .Config}}", image, docker=docker)
-    if done.returncode != 0:
-        raise GuardError(f"cannot inspect image {image}: {done.stderr.strip()} (build it first)")
-    config = json.loads(done.stdout) or {}
-    env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
-    path = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    return ImageConfig(image, tuple(config.get("Entrypoint") or ()), tuple(config.get("Cmd") or ()),
-                       config.get("WorkingDir") or "/", tuple(p for p in path.split(":") if p))
-
-
-CONTAINER_LABEL = "opskit.prisma-guard"  # on the throw-away containers, to find any left behind
-
-
-class ImageFiles:
-    """Reads files of an image from a created, never started, container (works for any image,
-    `FROM scratch` too: nothing inside the image is executed). Use as a context manager."""
-
-    MAX_BYTES = 1_000_000
-
-    def __init__(self, config: ImageConfig, docker: str = "docker"):
-        self.config, self.docker, self.container = config, docker, None
-
-    def __enter__(self) -> "ImageFiles":
-        done = _docker("create", "--network", "none", "--label", f"{CONTAINER_LABEL}=1",
-                       "--entrypoint", "/opskit-prisma-guard-never-started", self.config.image, docker=self.docker)
-        if done.returncode != 0:
-            raise GuardError(f"cannot create a container of {self.config.image} to read its files: "
-                             f"{done.stderr.strip()}")
-        self.container = done.stdout.strip()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.container:
-            _docker("rm", "--force", self.container, docker=self.docker)
-
-    def file(self, path: str) -> str | None:
-        """The text of a regular file (symlinks followed), None if absent, binary or too big."""
-        done = _docker("cp", "--follow-link", f"{self.container}:{path}", "-", docker=self.docker, binary=True)
-        if done.returncode != 0:
-            return None
-        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-            member = next((m for m in tar.getmembers() if m.isfile()), None)
-            if member is None or member.size > self.MAX_BYTES:
-                return None
-            data = tar.extractfile(member).read()
-        if b"\x00" in data[:4096]:
-            return None
-        return data.decode("utf-8", errors="replace")
-
-    def program(self, name: str) -> str | None:
-        """A script the image would run as `name`: a path (from WORKDIR), or looked up in PATH."""
-        if "/" in name:
-            return self.file(posixpath.join(self.config.workdir, name))
-        for folder in self.config.path:
-            text = self.file(posixpath.join(folder, name))
-            if text is not None:
-                return text
-        return None
-
-
-def check_image(image: str, command=None, healthcheck=None, docker: str = "docker") -> list:
-    """Violations of a built image: its config, its WORKDIR/package.json and the scripts it runs."""
-    config = inspect_image(image, docker)
-    with ImageFiles(config, docker) as files:
-        text = files.file(posixpath.join(config.workdir, "package.json"))
-        package = None
-        if text is not None:
-            try:
-                package = json.loads(text)
-            except ValueError as exc:
-                raise GuardError(f"{image}: {config.workdir}/package.json is not valid JSON ({exc})") from None
-        return check_image_config(package, config.entrypoint, config.cmd, command, healthcheck, read=files.program)
-
-
-def guard_step(image: str, command=None, healthcheck=None) -> Check:
-    """The deploy plan's step, after the frontend build: refuse an image that would run prisma migrate."""
-    argv = [sys.executable, "-m", "opskit.prisma_guard", image]
-    if command is not None:
-        argv += ["--command", json.dumps(_split(command))]
-    if healthcheck:
-        argv += ["--healthcheck", json.dumps(_split(healthcheck))]
-    return Check(f"prisma guard: {image} must not run prisma migrate / db push", argv, on=LOCAL,
-                 hint="Alembic owns the schema: remove prisma migrate / db push from the frontend image and command")
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m opskit.prisma_guard", description=__doc__.splitlines()[0])
-    parser.add_argument("image")
-    parser.add_argument("--command", help="the compose command, as a JSON list")
-    parser.add_argument("--healthcheck", help="the healthcheck test, as a JSON list")
-    args = parser.parse_args(argv)
-    try:
-        found = check_image(args.image, json.loads(args.command) if args.command else None,
-                            json.loads(args.healthcheck) if args.healthcheck else None)
-    except OpskitError as exc:
-        print(f"prisma guard: {exc}", file=sys.stderr)
-        return 2
-    print(explain(args.image, found))
-    return 1 if found else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,228 +1,30 @@
-"""Load `inventory.yaml`: merge `defaults:` with one environment, validate everything up front,
-resolve secrets by reference, and return typed, frozen objects.
-
-Nothing downstream reads a raw dict. Every problem is collected with its key path
-(`environments.production.domains.api: ...`) and raised at once as `InventoryError`.
-"""
+"""Walk one merged environment of the inventory and build its `Environment`, recording every
+problem with its key path (`environments.production.domains.api: ...`) instead of stopping."""
 
 from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
-from . import ROOT, values
-from .errors import InventoryError
-from .secrets_store import SECRET_NAMES, resolve_secrets
-from .ssh import Target, expand
-
-APP_SERVICES = ("api", "worker", "beat", "flower", "frontend")
-OFFICIAL_IMAGES = ("postgres", "redis", "caddy")
-LANGUAGES = ("python", "node")
+from .. import values
+from .model import (APP_SERVICES, LANGUAGES, OFFICIAL_IMAGES, SSE, TLS, Build, Domains, Environment, Logging,
+                    Postgres, Resources, Service, Smoke, Target, Vps, expand)
+from .secrets import SECRET_NAMES
 
 
-@dataclass(frozen=True)
-class Domains:
-    app: str
-    api: str
-    flower: str
-
-    def items(self):
-        return (("app", self.app), ("api", self.api), ("flower", self.flower))
-
-
-@dataclass(frozen=True)
-class TLS:
-    mode: str  # "acme" or "internal"
-    email: str | None = None
-
-    @property
-    def is_acme(self) -> bool:
-        return self.mode == "acme"
-
-
-@dataclass(frozen=True)
-class Build:
-    """An image built from source with no cache, then checked by importing modules inside it."""
-
-    name: str
-    context: Path
-    dockerfile: str
-    language: str
-    repository: str
-    args: tuple  # ((name, value), ...) sorted
-    import_checks: tuple
-
-
-@dataclass(frozen=True)
-class Service:
-    """An app process: which build it runs, its command, healthcheck and port."""
-
-    name: str
-    build: str
-    command: tuple | None
-    healthcheck: tuple
-    port: int | None
-
-
-@dataclass(frozen=True)
-class Postgres:
-    database: str
-    admin_role: str
-    ui_role: str
-    publish_host: str
-    publish_port: int
-    admin_connection_limit: int
-    ui_connection_limit: int
-
-    @property
-    def publish(self) -> str:
-        return f"{self.publish_host}:{self.publish_port}"
-
-
-@dataclass(frozen=True)
-class SSE:
-    read_timeout: values.Duration
-    heartbeat: values.Duration
-    stream_close_delay: values.Duration
-
-
-@dataclass(frozen=True)
-class Resources:
-    memory: str
-    cpus: float
-
-
-@dataclass(frozen=True)
-class Logging:
-    max_size: str
-    max_files: int
-
-
-@dataclass(frozen=True)
-class Smoke:
-    """What the smoke suite accepts as healthy (thresholds live here, not in the tests)."""
-
-    min_free_disk_mb: int
-    min_free_inodes_percent: int
-    max_db_connections_percent: int
-    task_roundtrip: values.Duration
-    max_restarts: int
-    max_clock_skew: values.Duration
-
-
-@dataclass(frozen=True)
-class Vps:
-    """The simulated VPS (a local container); only an environment that has one sets this."""
-
-    container: str
-    image: str
-    http_port: int
-    https_port: int
-
-
-@dataclass(frozen=True)
-class Environment:
-    name: str
-    ssh: Target
-    remote_dir: str
-    keep_releases: int
-    project: str
-    domains: Domains
-    tls: TLS
-    images: dict  # official service -> image reference
-    ship_images: bool
-    registry: str | None  # built images go through it (push here, pull there) instead of over SSH
-    builds: dict  # name -> Build
-    services: dict  # name -> Service
-    postgres: Postgres
-    sse: SSE
-    beat_interval: values.Duration
-    flower_user: str
-    resources: dict  # service -> Resources
-    logging: Logging
-    smoke: Smoke
-    secrets: dict = field(repr=False)  # name -> Secret
-    vps: Vps | None = None
-    root: Path = ROOT
-
-
-# -- loading --------------------------------------------------------------------------------------
-
-
-def load(environment: str = "local", path: Path | str | None = None, *, with_secrets: bool = True,
-         environ=None) -> Environment:
-    """Read, merge, validate and (unless `with_secrets=False`) resolve secrets for one environment.
-
-    Raises `InventoryError` listing every problem; writes nothing, except that an environment with
-    `generate_secrets: true` (the simulated VPS only) gets its missing secrets generated.
-    """
-    path = Path(path) if path else ROOT / "inventory.yaml"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InventoryError([f"file not found: {path} (copy inventory.example.yaml to start one)"], str(path)) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InventoryError([f"not valid YAML: {exc}"], path.name) from None
-    return parse(raw, environment, source=path.name, base=path.parent, with_secrets=with_secrets, environ=environ)
-
-
-def environment_names(path: Path | str | None = None) -> list[str]:
-    raw = yaml.safe_load(Path(path or ROOT / "inventory.yaml").read_text()) or {}
-    envs = raw.get("environments") if isinstance(raw, dict) else None
-    return sorted(envs) if isinstance(envs, dict) else []
-
-
-def parse(raw, environment: str, *, source: str = "inventory.yaml", base: Path = ROOT,
-          with_secrets: bool = True, environ=None) -> Environment:
-    problems: list[str] = []
-    if not isinstance(raw, dict):
-        raise InventoryError(["the file must be a mapping with `defaults:` and `environments:`"], source)
-    _unknown(raw, {"version", "defaults", "environments"}, None, problems)
-    if raw.get("version", 1) != 1:
-        problems.append(f"version: {raw.get('version')!r} is not supported (expected 1)")
-    envs = raw.get("environments")
-    if not isinstance(envs, dict) or not envs:
-        raise InventoryError(problems + ["environments: is required (a mapping of environment names, e.g. local, production)"], source)
-    if environment not in envs:
-        known = ", ".join(sorted(envs))
-        raise InventoryError(problems + [f"environments.{environment}: no such environment (known: {known})"], source)
-    defaults = raw.get("defaults") or {}
-    env_raw = envs[environment] or {}
-    for name, section in (("defaults", defaults), (f"environments.{environment}", env_raw)):
-        if not isinstance(section, dict):
-            problems.append(f"{name}: expected a mapping, got {type(section).__name__}")
-    if problems:
-        raise InventoryError(problems, source)
-    merged = _merge(defaults, env_raw)
-    where = _Where(environment, env_raw)
-    env = _Parser(merged, where, problems, base, environment).environment()
-    if problems:
-        raise InventoryError(problems, source)
-    if with_secrets:
-        secrets = resolve_secrets(env.name, merged.get("secrets") or {}, merged.get("secrets_file"),
-                                  bool(merged.get("generate_secrets")), base, where, environ)
-        env = replace(env, secrets=secrets)
-    return env
-
-
-def _merge(base: dict, override: dict) -> dict:
+def merge(base: dict, override: dict) -> dict:
     """Deep merge: mappings merge key by key, anything else in `override` replaces."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
-class _Where:
+class Where:
     """Names a merged key by where its value came from: the environment, or `defaults`."""
 
     def __init__(self, environment: str, env_raw):
@@ -241,7 +43,7 @@ class _Where:
         return ".".join(("environments", self.environment) + tuple(map(str, keys)))
 
 
-def _unknown(mapping: dict, allowed, where, problems, *keys) -> None:
+def unknown(mapping: dict, allowed, where, problems, *keys) -> None:
     """One problem per unknown key, each with its full path and the keys that are allowed."""
     expected = ", ".join(sorted(allowed))
     for key in sorted(set(mapping) - set(allowed), key=str):
@@ -249,7 +51,7 @@ def _unknown(mapping: dict, allowed, where, problems, *keys) -> None:
         problems.append(f"{path}: unknown key (expected one of: {expected})")
 
 
-class _Parser:
+class Parser:
     """Walks the merged environment; every reader records a problem and returns None on error."""
 
     TOP = {
@@ -258,7 +60,7 @@ class _Parser:
         "resources", "logging", "smoke", "secrets", "secrets_file", "generate_secrets", "vps",
     }
 
-    def __init__(self, data: dict, where: _Where, problems: list, base: Path, name: str):
+    def __init__(self, data: dict, where: Where, problems: list, base: Path, name: str):
         self.data, self.where, self.problems, self.base, self.name = data, where, problems, base, name
 
     def fail(self, keys, message: str) -> None:
@@ -291,7 +93,7 @@ class _Parser:
         if not isinstance(value, dict):
             self.fail(keys, f"expected a mapping, got {type(value).__name__}")
             return {}
-        _unknown(value, allowed, self.where, self.problems, *keys)
+        unknown(value, allowed, self.where, self.problems, *keys)
         return value
 
     def text(self, *keys, required=True, default=None):
@@ -311,7 +113,7 @@ class _Parser:
     # -- sections ---------------------------------------------------------------------------------
 
     def environment(self) -> Environment:
-        _unknown(self.data, self.TOP, self.where, self.problems)
+        unknown(self.data, self.TOP, self.where, self.problems)
         return Environment(
             name=self.name,
             ssh=self.ssh(),
@@ -335,6 +137,9 @@ class _Parser:
             secrets={},
             vps=self.vps(),
             root=self.base,
+            secret_refs=dict(self.get("secrets", required=False, default={}) or {}),
+            secrets_file=expand(self.data["secrets_file"], self.base) if self.data.get("secrets_file") else None,
+            generate_secrets=bool(self.data.get("generate_secrets")),
         )
 
     def ssh(self) -> Target | None:

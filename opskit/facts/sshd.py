@@ -1,0 +1,93 @@
+"""sshd's configuration: its files, and the effective global settings read from them as sshd does."""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass
+
+from .base import Fact, marked_blocks, script
+
+
+@dataclass(frozen=True)
+class Sshd:
+    """The effective global settings of sshd_config (first value wins, as in sshd)."""
+
+    options: dict  # lower-case keyword -> first value (lower-case)
+    ports: tuple
+    match_overrides: tuple = ()  # (match line, keyword, value) set inside Match blocks
+    unreadable: tuple = ()
+
+    DEFAULTS = {"passwordauthentication": "yes", "kbdinteractiveauthentication": "yes",
+                "permitrootlogin": "prohibit-password", "permitemptypasswords": "no",
+                "pubkeyauthentication": "yes"}
+
+    def get(self, key: str) -> str:
+        key = key.lower()
+        return self.options.get(key, self.DEFAULTS.get(key, ""))
+
+
+_ALIASES = {"challengeresponseauthentication": "kbdinteractiveauthentication"}
+
+
+def files() -> Fact:
+    """The fact: {path: text, or None when unreadable} of sshd_config and its drop-ins."""
+    return script("sshd.sh", parse=sshd_files, name="sshd_files")
+
+
+def sshd_files(section: str) -> dict[str, str | None]:
+    """`sshd.sh`'s output: path -> text (None when unreadable)."""
+    out: dict[str, str | None] = {}
+    for path, block in marked_blocks(section, "file"):
+        out[path] = None if block.strip() == "#####unreadable" else block
+    return out
+
+
+def sshd_config(files: dict[str, str | None], main: str = "/etc/ssh/sshd_config") -> Sshd:
+    """Parse sshd_config as sshd does for the global section: `Include` (globs, relative to
+    /etc/ssh) is expanded in place, the first value of a keyword wins, `Match` starts a
+    conditional block that lasts to the end of its file. `files` maps path -> text (None when
+    unreadable)."""
+    options: dict[str, str] = {}
+    ports: list[str] = []
+    overrides: list[tuple[str, str, str]] = []
+    unreadable: list[str] = []
+    seen: set[str] = set()
+
+    def walk(path: str, depth: int = 0) -> None:
+        if path in seen or depth > 8:
+            return
+        seen.add(path)
+        text = files.get(path)
+        if text is None:
+            if path in files:
+                unreadable.append(path)
+            return
+        match = None
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = re.split(r"\s*=\s*|\s+", line, maxsplit=1)
+            key, value = parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
+            key = _ALIASES.get(key, key)
+            if key == "include":
+                for pattern in shlex.split(value):
+                    full = pattern if pattern.startswith("/") else posixpath.join("/etc/ssh", pattern)
+                    for candidate in sorted(p for p in files if fnmatch.fnmatchcase(p, full)):
+                        walk(candidate, depth + 1)
+                continue
+            if key == "match":
+                match = line
+                continue
+            if match is not None:
+                overrides.append((match, key, value.lower()))
+                continue
+            if key == "port":
+                ports.append(value)
+            options.setdefault(key, value.lower())
+
+    walk(main)
+    return Sshd(options, tuple(ports or ["22"]), tuple(overrides), tuple(unreadable))

@@ -1,0 +1,162 @@
+"""The inventory's typed, frozen values: what every other module reads instead of raw YAML."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import ROOT, values
+
+APP_SERVICES = ("api", "worker", "beat", "flower", "frontend")
+OFFICIAL_IMAGES = ("postgres", "redis", "caddy")
+LANGUAGES = ("python", "node")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the server is and how to prove who we are and who it is."""
+
+    host: str
+    port: int
+    user: str
+    key_file: Path
+    known_hosts: Path
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+def expand(path: str | os.PathLike, base: Path) -> Path:
+    """A path from the inventory: ~ expanded, relative paths taken from the repository root."""
+    p = Path(os.path.expanduser(str(path)))
+    return p if p.is_absolute() else (base / p)
+
+
+@dataclass(frozen=True)
+class Domains:
+    app: str
+    api: str
+    flower: str
+
+    def items(self):
+        return (("app", self.app), ("api", self.api), ("flower", self.flower))
+
+
+@dataclass(frozen=True)
+class TLS:
+    mode: str  # "acme" or "internal"
+    email: str | None = None
+
+    @property
+    def is_acme(self) -> bool:
+        return self.mode == "acme"
+
+
+@dataclass(frozen=True)
+class Build:
+    """An image built from source with no cache, then checked by importing modules inside it."""
+
+    name: str
+    context: Path
+    dockerfile: str
+    language: str
+    repository: str
+    args: tuple  # ((name, value), ...) sorted
+    import_checks: tuple
+
+
+@dataclass(frozen=True)
+class Service:
+    """An app process: which build it runs, its command, healthcheck and port."""
+
+    name: str
+    build: str
+    command: tuple | None
+    healthcheck: tuple
+    port: int | None
+
+
+@dataclass(frozen=True)
+class Postgres:
+    database: str
+    admin_role: str
+    ui_role: str
+    publish_host: str
+    publish_port: int
+    admin_connection_limit: int
+    ui_connection_limit: int
+
+    @property
+    def publish(self) -> str:
+        return f"{self.publish_host}:{self.publish_port}"
+
+
+@dataclass(frozen=True)
+class SSE:
+    read_timeout: values.Duration
+    heartbeat: values.Duration
+    stream_close_delay: values.Duration
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: str
+    cpus: float
+
+
+@dataclass(frozen=True)
+class Logging:
+    max_size: str
+    max_files: int
+
+
+@dataclass(frozen=True)
+class Smoke:
+    """What the smoke suite accepts as healthy (thresholds live here, not in the tests)."""
+
+    min_free_disk_mb: int
+    min_free_inodes_percent: int
+    max_db_connections_percent: int
+    task_roundtrip: values.Duration
+    max_restarts: int
+    max_clock_skew: values.Duration
+
+
+@dataclass(frozen=True)
+class Vps:
+    """The simulated VPS (a local container); only an environment that has one sets this."""
+
+    container: str
+    image: str
+    http_port: int
+    https_port: int
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    ssh: Target
+    remote_dir: str
+    keep_releases: int
+    project: str
+    domains: Domains
+    tls: TLS
+    images: dict  # official service -> image reference
+    ship_images: bool
+    registry: str | None  # built images go through it (push here, pull there) instead of over SSH
+    builds: dict  # name -> Build
+    services: dict  # name -> Service
+    postgres: Postgres
+    sse: SSE
+    beat_interval: values.Duration
+    flower_user: str
+    resources: dict  # service -> Resources
+    logging: Logging
+    smoke: Smoke
+    secrets: dict = field(repr=False)  # name -> Secret (empty until resolved)
+    vps: Vps | None = None
+    root: Path = ROOT
+    secret_refs: dict = field(default_factory=dict, repr=False)  # name -> "env:VAR" or "file:KEY"
+    secrets_file: Path | None = None
+    generate_secrets: bool = False  # the simulated VPS only: `sim.secrets` fills the file

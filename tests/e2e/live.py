@@ -1,0 +1,158 @@
+"""The one way the e2e tier reaches the simulated VPS: `Live`, the `local` environment over one
+pinned SSH connection, brought up and deployed when it is missing (never skipped for want of it).
+
+Paths, the compose argv and the container filter come from `opskit.layout`, as the deploy's do.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+
+from opskit import ROOT, deploy, render
+from opskit.layout import SERVICE_LABEL, Layout, compose_argv, health_of, project_filter
+from opskit.runner import Runner
+from opskit.sim import kit, vps
+from opskit.sim.secrets import load as load_with_secrets
+from opskit.sources import source_revision
+from opskit.ssh import Completed, Connection
+from tests.smoke.remote import Remote
+from tests.smoke.web import SseResult, Web, sse_check
+
+CADDY_ROOT_CERT = "/data/caddy/pki/authorities/local/root.crt"
+
+
+class Live:
+    """The simulated VPS of `env` and what the tests do on it, over one connection."""
+
+    def __init__(self, env):
+        self.env = env
+        self.layout = Layout(env.remote_dir)
+        self.connection = Connection(env.ssh, timeout=10)
+        self.remote = Remote(self.connection)
+        self._web: tuple | None = None  # (caddy data volume's creation time, Web)
+        self.outcome = None  # the last deploy's, when this session made one
+
+    # -- bringing it up
+
+    def ensure(self, fresh: bool = False) -> "Live":
+        """A VPS with the current sources deployed: built, started and deployed as needed (a
+        no-op deploy when all is there). `fresh` removes the VPS first: a deploy from nothing."""
+        kit.build_kit()
+        config = vps.VpsConfig.from_environment(self.env)
+        if fresh:
+            self.connection.close()
+            vps.down(config)
+        vps.up(config)
+        self.deploy(self.env)
+        return self
+
+    def deploy(self, env, **options) -> deploy.Outcome:
+        """`invoke deploy` of `env` (the local one, or an edited copy) over this connection."""
+        self.remote.client()  # (re)connects when the link is down, host key checked
+        self.outcome = deploy.deploy(env, render.render(env), self.connection, Runner(self.connection),
+                                     deploy.Options(**options), source_revision(ROOT))
+        return self.outcome
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # -- commands
+
+    def run(self, argv, stdin: bytes | None = None, timeout: float = 120, check: bool = True) -> Completed:
+        """Run argv on the VPS, reading its output to EOF; `check` fails the test on a non-zero exit."""
+        done = self.remote.run(argv, stdin=stdin, timeout=timeout)
+        if check and done.returncode != 0:
+            command = argv if isinstance(argv, str) else shlex.join(argv)
+            raise AssertionError(f"on the VPS, `{command[:300]}` exited {done.returncode}: {done.output[-1500:]}")
+        return done
+
+    def out(self, argv, **kw) -> str:
+        return self.run(argv, **kw).stdout.decode(errors="replace")
+
+    def sh(self, script: str, **kw) -> Completed:
+        return self.run(["sh", "-c", script], **kw)
+
+    # -- the current release
+
+    @property
+    def path(self) -> str:
+        """The current release's folder (the link resolved)."""
+        return self.out(["readlink", "-f", self.layout.current]).strip()
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads(self.out(["cat", f"{self.layout.current}/manifest.json"]))
+
+    def compose(self, *args: str, files=()) -> list[str]:
+        """`docker compose` on the current release's file (as the deploy ran it), plus `files`."""
+        argv = compose_argv(self.path)
+        extra = [a for f in files for a in ("-f", f)]
+        return argv[:6] + extra + argv[6:] + list(args)
+
+    def container(self, service: str) -> str:
+        ids = self.out(["docker", "ps", "-aq", *project_filter(self.env.project, service)]).split()
+        assert ids, f"no container for service {service} on the VPS"
+        return ids[0]
+
+    def services(self) -> dict[str, tuple[str, str]]:
+        """{service: (state, health)} of the project's containers (one-off ones left out)."""
+        rows = self.out(["docker", "ps", "-a", *project_filter(self.env.project), "--format",
+                         f'{{{{.Label "{SERVICE_LABEL}"}}}}\t{{{{.State}}}}\t{{{{.Status}}}}'])
+        states = {}
+        for line in rows.splitlines():
+            service, state, status = line.split("\t")
+            states[service] = (state, health_of(status))
+        return states
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        """Until every container of the project is running and healthy (after a state is restored)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.services()
+            bad = {s: st for s, st in states.items() if st != ("running", "healthy")}
+            if states and not bad:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the stack did not come back healthy within {timeout:.0f}s: {bad}")
+            time.sleep(1)
+
+    def snapshot(self) -> dict:
+        """What a failed deploy must leave alone: current release, lock, releases, each service's container."""
+        lay = self.layout
+        out = self.out(["sh", "-c", f"readlink {shlex.quote(lay.current)}; echo; cat {shlex.quote(lay.lock_info)} "
+                                    f"2>/dev/null; echo; ls {shlex.quote(lay.releases)}"])
+        current, lock, releases = (out.split("\n", 2) + ["", ""])[:3]
+        ids = self.out(["docker", "ps", *project_filter(self.env.project),
+                        "--format", f'{{{{.ID}}}} {{{{.Label "{SERVICE_LABEL}"}}}}'])
+        containers = {svc: cid for cid, svc in (line.split() for line in ids.splitlines())}
+        return {"current": current.strip().rsplit("/", 1)[-1], "lock": lock.strip(),
+                "releases": sorted(releases.split()), "containers": containers}
+
+    # -- HTTPS through Caddy
+
+    def web(self) -> Web:
+        """HTTPS to the VPS's published 443 as a browser for each domain would reach it, verified
+        against Caddy's local CA, read again whenever Caddy's data volume is new (a new CA)."""
+        created = self.out(["docker", "volume", "inspect", "--format", "{{.CreatedAt}}",
+                            f"{self.env.project}_caddy_data"])
+        if self._web is None or self._web[0] != created:
+            pem = self.out(self.compose("exec", "-T", "caddy", "cat", CADDY_ROOT_CERT))
+            self._web = (created, Web("127.0.0.1", self.env.vps.http_port, self.env.vps.https_port, root_pem=pem))
+        return self._web[1]
+
+    def https(self, domain: str, path: str, headers=None):
+        """One GET through Caddy: (status, lower-case headers, body)."""
+        response = self.web().request(domain, path, headers)
+        return response.status, response.headers, response.body
+
+    def keepalives(self, path: str, headers: dict) -> SseResult:
+        """An SSE stream on the API domain, read until two `: keep-alive` comments came (or it failed)."""
+        return sse_check(self.web(), self.env.domains.api, path, headers, self.env.sse.heartbeat.seconds, bound=0.1,
+                         trigger=lambda: None, run_id="no event expected")
+
+
+def local_env(path=None):
+    """The `local` environment, its generated secrets made first (as `invoke deploy` does)."""
+    return load_with_secrets("local", path=path)

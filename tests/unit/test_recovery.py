@@ -1,0 +1,92 @@
+"""Recovery is decided from the phase a failed step reached, never from step titles."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from opskit import deploy
+from opskit.errors import StepFailed
+from opskit.facts import ServerFacts
+from opskit.steps import Phase, Plan
+
+FACTS = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current="prev", releases=("prev",),
+                    now=1_000_000.0)
+
+
+class FailingRunner:
+    """Fails the first plan at step `fail_at` and records every plan it is given after that."""
+
+    dry_run = False
+
+    def __init__(self, fail_at: int):
+        self.fail_at, self.plans, self.results, self.bytes_shipped = fail_at, [], [], 0
+
+    def say(self, text: str) -> None:
+        pass
+
+    def run(self, plan: Plan):
+        self.plans.append(plan)
+        if len(self.plans) == 1:
+            raise StepFailed(plan.steps[self.fail_at], 1, "boom")
+        return []
+
+
+def reworded(plan_deploy):
+    """plan_deploy, but every step gets a meaningless title."""
+    def plan(*args, **kwargs):
+        original = plan_deploy(*args, **kwargs)
+        return Plan(original.name, [dataclasses.replace(s, title=f"step {i}") for i, s in enumerate(original)])
+    return plan
+
+
+def recovery_after_failure_at(env, release, monkeypatch, index: int) -> tuple:
+    monkeypatch.setattr(deploy, "gather", lambda env, connection: FACTS)
+    monkeypatch.setattr(deploy.images, "local_images", lambda refs: {})
+    runner = FailingRunner(index)
+    with pytest.raises(StepFailed):
+        deploy.deploy(env, release, None, runner, deploy.Options(), "abc123")
+    failed = runner.plans[0].steps[index]
+    return failed.phase, [(type(s).__name__, getattr(s, "argv", None)) for p in runner.plans[1:] for s in p]
+
+
+def test_every_deploy_step_has_a_phase_and_phases_only_move_forward(env, release):
+    plan = deploy.plan_deploy(env, release, FACTS, {}, "abc123", deploy.Options())
+    phases = [s.phase for s in plan]
+    assert Phase.NONE not in phases
+    assert phases == sorted(phases)
+    assert set(phases) == set(Phase) - {Phase.NONE}
+
+
+def test_rewording_every_title_leaves_every_recovery_the_same(env, release, monkeypatch):
+    steps = len(deploy.plan_deploy(env, release, FACTS, {}, "abc123", deploy.Options()))
+    plain = [recovery_after_failure_at(env, release, monkeypatch, i) for i in range(steps)]
+    monkeypatch.setattr(deploy, "plan_deploy", reworded(deploy.plan_deploy))
+    assert [recovery_after_failure_at(env, release, monkeypatch, i) for i in range(steps)] == plain
+
+
+def test_recovery_from_each_phase(env, release, monkeypatch):
+    steps = deploy.plan_deploy(env, release, FACTS, {}, "abc123", deploy.Options()).steps
+    lock = deploy.release_lock(deploy.Layout(env.remote_dir)).argv
+    for i, step in enumerate(steps):
+        phase, recovery = recovery_after_failure_at(env, release, monkeypatch, i)
+        argvs = [argv for _, argv in recovery]
+        if phase <= Phase.LOCK:  # the lock is not ours (or not taken): nothing to undo
+            assert recovery == [], (i, step.title)
+            continue
+        assert argvs[-1] == lock, (i, step.title)  # the lock is always given back, last
+        restarts_previous = any("up" in (argv or ()) and "/releases/prev" in " ".join(argv or ()) for argv in argvs)
+        assert restarts_previous == (phase >= Phase.CONFIG), (i, step.title, phase)
+        assert any(f"/releases/{release.id}" in " ".join(argv or ()) and argv[:2] == ("rm", "-rf")
+                   for argv in argvs), (i, step.title)  # the unfinished release goes
+
+
+def test_a_failed_rollback_gives_the_lock_back_only_once_it_holds_it(env, monkeypatch):
+    facts = dataclasses.replace(FACTS, releases=("older", "prev"))
+    monkeypatch.setattr(deploy, "gather", lambda env, connection: facts)
+    for fail_at, unlocks in ((0, False), (1, True), (3, True)):
+        runner = FailingRunner(fail_at)
+        with pytest.raises(StepFailed):
+            deploy.rollback(env, None, runner)
+        assert (len(runner.plans) == 2) == unlocks, fail_at
