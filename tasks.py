@@ -74,9 +74,8 @@ def diff(c, env="local", against=None, server=False):
 @reports_errors
 def check(c, env=None):
     """Validate inventory.yaml (every environment, or one) without touching anything."""
-    names = [env] if env else inventory.environment_names()
+    names = [inventory.load(env, with_secrets=False).name] if env else inventory.check()
     for name in names:
-        inventory.load(name, with_secrets=False)
         print(f"{name}: valid")
 
 

@@ -7,6 +7,7 @@ Planning is pure (`plan_builds`); `local_images` reads what this machine has.
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import docker
@@ -19,29 +20,9 @@ LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_RELEASE = "opskit.release"
 
 # One container per image runs every check and stops at the first failure, naming it.
-_PYTHON_CHECKS = """\
-import importlib, sys, traceback
-for check in sys.argv[1:]:
-    module, _, attr = check.partition(":")
-    try:
-        found = importlib.import_module(module)
-        if attr:
-            getattr(found, attr)
-    except BaseException as exc:
-        print(f"import check failed: {check}: {type(exc).__name__}: {exc}")
-        traceback.print_exc(limit=3)
-        sys.exit(1)
-    print(f"ok {check}")
-"""
-_NODE_CHECKS = """\
-for (const check of process.argv.slice(1)) {
-  try { require(check); } catch (e) {
-    console.log(`import check failed: ${check}: ${e.code || e.name}: ${e.message.split("\\n")[0]}`);
-    process.exit(1);
-  }
-  console.log(`ok ${check}`);
-}
-"""
+_CHECKS = Path(__file__).parent / "checks"
+_PYTHON_CHECKS = (_CHECKS / "import_checks.py").read_text()
+_NODE_CHECKS = (_CHECKS / "import_checks.js").read_text()
 
 
 def unchecked(image: str) -> str:
@@ -133,7 +114,7 @@ def local_images(references) -> dict:
     except docker.errors.DockerException:
         return {}
     out = {}
-    with client:
+    try:
         for ref in refs:
             try:
                 image = client.images.get(ref).attrs
@@ -141,4 +122,6 @@ def local_images(references) -> dict:
                 continue
             out[ref] = LocalImage(image["Id"], (image.get("Config") or {}).get("Labels") or {},
                                   tuple((image.get("RootFS") or {}).get("Layers") or ()))
+    finally:
+        client.close()
     return out

@@ -12,7 +12,14 @@ responsible for before and after its changes, inside its one transaction.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import jinja2
+
+from . import ROOT
+
 REPORT_PREFIX = "roles: "
+TEMPLATE = "postgres-init/roles.psql.j2"
 
 #: What the fingerprint covers: (psql variable suffix, words for the report, SQL expression).
 #: `{admin}`, `{ui}` are the role names as string literals. ACLs are sorted so that a REVOKE
@@ -81,8 +88,9 @@ def _fail_if(condition_var: str, message: str, hint: str) -> str:
             f"\\endif")
 
 
-def roles_script(pg) -> str:
-    """psql script creating/updating both roles and their grants, in one transaction.
+def roles_script(pg, templates: Path = ROOT) -> str:
+    """psql script creating/updating both roles and their grants, in one transaction
+    (`postgres-init/roles.psql.j2`, with every name quoted here).
 
     Expects psql variables `admin_password` and `ui_password` (plain text or SCRAM verifiers),
     and a superuser connection to `pg.database` (the official image's POSTGRES_USER, which is
@@ -91,86 +99,18 @@ def roles_script(pg) -> str:
     or data, touches only the `public` schema, and prints `roles: no change` or
     `roles: changed: ...` as its last line.
     """
-    db, admin, ui = quote_ident(pg.database), quote_ident(pg.admin_role), quote_ident(pg.ui_role)
     admin_lit, ui_lit = quote_literal(pg.admin_role), quote_literal(pg.ui_role)
-    return f"""\
--- Rendered by opskit (opskit/postgres.py). The admin role owns the schema and runs Alembic;
--- the UI role (the frontend, Prisma) reads and writes rows and can change no schema.
-\\set ON_ERROR_STOP on
-\\set QUIET on
--- nothing below may be echoed: the password variables are interpolated into ALTER ROLE
-\\set ECHO none
-\\set ECHO_HIDDEN off
-\\if :{{?admin_password}}
-\\else
-  DO $$BEGIN RAISE EXCEPTION 'roles.psql: the psql variable admin_password is not set' USING HINT = 'run it through `invoke db.roles` or postgres-init/10-roles.sh, which set it'; END$$;
-\\endif
-\\if :{{?ui_password}}
-\\else
-  DO $$BEGIN RAISE EXCEPTION 'roles.psql: the psql variable ui_password is not set' USING HINT = 'run it through `invoke db.roles` or postgres-init/10-roles.sh, which set it'; END$$;
-\\endif
-
-DO $$BEGIN
-  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-    RAISE EXCEPTION 'roles.psql must run as a superuser, not as %', current_user
-      USING HINT = 'connect as the admin role, which the official image creates as POSTGRES_USER (a superuser)';
-  END IF;
-END$$;
--- keep this session's statements (ALTER ROLE ... PASSWORD) out of the server log, whatever
--- log_statement says, and out of the log's STATEMENT line should one of them fail
-SET log_statement = 'none';
-SET log_min_error_statement = 'panic';
--- plain passwords (first boot) are stored as SCRAM; SCRAM verifiers (db.roles) are kept as they are
-SET password_encryption = 'scram-sha-256';
-
-SELECT :'admin_password' = '' OR :'ui_password' = '' AS opskit_empty_password
-\\gset
-{_fail_if("opskit_empty_password", "roles.psql: a role password is empty",
-          "set postgres_admin_password and postgres_ui_password in the inventory's secrets (or POSTGRES_PASSWORD and POSTGRES_UI_PASSWORD on first boot)")}
-
-BEGIN;
-{_fingerprint(admin_lit, ui_lit, "before_")}
-
--- create what is missing (CREATE ROLE has no IF NOT EXISTS)
-SELECT format('CREATE ROLE %I LOGIN', {admin_lit}) WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {admin_lit})\\gexec
-SELECT format('CREATE ROLE %I LOGIN', {ui_lit}) WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {ui_lit})\\gexec
-
-ALTER ROLE {admin} WITH LOGIN PASSWORD :'admin_password' {_limit(pg.admin_connection_limit)};
-ALTER ROLE {ui} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT
-  PASSWORD :'ui_password' {_limit(pg.ui_connection_limit)};
--- a membership in the admin role would hand the UI role the owner's rights (DROP, ALTER)
-SELECT format('REVOKE %I FROM %I', {admin_lit}, {ui_lit}) FROM pg_auth_members
-  WHERE roleid = (SELECT oid FROM pg_roles WHERE rolname = {admin_lit})
-    AND member = (SELECT oid FROM pg_roles WHERE rolname = {ui_lit}) LIMIT 1\\gexec
-
--- the admin role owns the database and the schema, so everything Alembic creates is its own
-ALTER DATABASE {db} OWNER TO {admin};
-ALTER SCHEMA public OWNER TO {admin};
--- the UI role owns nothing: what it created before these grants (PUBLIC could CREATE in public
--- before Postgres 15) passes to the admin role, so it can neither ALTER nor DROP it
-REASSIGN OWNED BY {ui} TO {admin};
-
--- the UI role: connect and use, never create (PUBLIC lost CREATE on public only in Postgres 15)
-REVOKE CREATE ON DATABASE {db} FROM PUBLIC, {ui};
-REVOKE CREATE ON SCHEMA public FROM PUBLIC, {ui};
-GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {ui};
-GRANT USAGE ON SCHEMA public TO {ui};
--- tables already there (a volume older than the roles), exactly rows: no TRUNCATE, REFERENCES, TRIGGER
-REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ui};
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {ui};
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {ui};
-GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {ui};
-
--- and the same on every table and sequence the admin role creates later (Alembic migrations)
-ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public REVOKE ALL ON TABLES FROM {ui};
-ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public
-  GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {ui};
-ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {ui};
-ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public
-  GRANT USAGE, SELECT ON SEQUENCES TO {ui};
-
-{_fingerprint(admin_lit, ui_lit, "after_")}
-{_report()}
-COMMIT;
-\\echo :roles_report
-"""
+    jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
+                               keep_trailing_newline=True, autoescape=False)
+    return jinja.get_template(TEMPLATE).render(
+        db=quote_ident(pg.database), admin=quote_ident(pg.admin_role), ui=quote_ident(pg.ui_role),
+        admin_lit=admin_lit, ui_lit=ui_lit,
+        admin_limit=_limit(pg.admin_connection_limit), ui_limit=_limit(pg.ui_connection_limit),
+        fail_if_empty=_fail_if(
+            "opskit_empty_password", "roles.psql: a role password is empty",
+            "set postgres_admin_password and postgres_ui_password in the inventory's secrets "
+            "(or POSTGRES_PASSWORD and POSTGRES_UI_PASSWORD on first boot)"),
+        fingerprint_before=_fingerprint(admin_lit, ui_lit, "before_"),
+        fingerprint_after=_fingerprint(admin_lit, ui_lit, "after_"),
+        report=_report(),
+    )

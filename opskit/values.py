@@ -7,6 +7,24 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+#: how much of a value an error message may quote: messages never grow with the input
+SHOWN = 60
+
+
+def shown(value) -> str:
+    """`repr(value)`, cut to a short length."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN - 5]}...' ({len(text)} characters)"
+
+
+def plain_text(value) -> str:
+    """Text of one line with no control character: it lands in files and commands unchanged."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected text, got {shown(value)}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"{shown(value)} holds a newline or another control character")
+    return value
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
 _SIZE = re.compile(r"^(\d+)([kmg])$")
@@ -23,8 +41,8 @@ def hostname(value) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a hostname such as api.example.com, got {type(value).__name__}")
     labels = value.split(".")
-    if len(labels) < 2 or len(value) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise ValueError(f"{value!r} is not a hostname (expected lower-case labels joined by dots, e.g. api.example.com)")
+    if len(labels) < 2 or len(value) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{shown(value)} is not a hostname (expected lower-case labels joined by dots, e.g. api.example.com)")
     return value
 
 
@@ -37,14 +55,14 @@ def host(value) -> str:
         return value
     except ValueError:
         pass
-    if all(_LABEL.match(label) for label in value.split(".")):
+    if all(_LABEL.fullmatch(label) for label in value.split(".")):
         return value
-    raise ValueError(f"{value!r} is neither an IP address nor a hostname")
+    raise ValueError(f"{shown(value)} is neither an IP address nor a hostname")
 
 
 def port(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected a port number from 1 to 65535, got {value!r}")
+        raise ValueError(f"expected a port number from 1 to 65535, got {shown(value)}")
     if not 1 <= value <= 65535:
         raise ValueError(f"port {value} is out of range (expected 1 to 65535)")
     return value
@@ -52,7 +70,7 @@ def port(value) -> int:
 
 def positive_int(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"expected a whole number of at least 1, got {value!r}")
+        raise ValueError(f"expected a whole number of at least 1, got {shown(value)}")
     return value
 
 
@@ -75,31 +93,31 @@ class Duration:
 def duration(value) -> Duration:
     """`600s`, `10m`, `1h30m`, `250ms`, or a plain number of seconds."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 600s or 10m, got {value!r}")
+        raise ValueError(f"expected a duration such as 600s or 10m, got {shown(value)}")
     if isinstance(value, (int, float)):
         if value <= 0:
-            raise ValueError(f"a duration must be positive, got {value!r}")
+            raise ValueError(f"a duration must be positive, got {shown(value)}")
         return Duration(int(round(value * 1000)))
     if isinstance(value, str):
-        m = _DURATION.match(value.strip())
+        m = _DURATION.fullmatch(value)
         if m and any(m.groups()):
             h, mi, s, ms = (int(g or 0) for g in m.groups())
             total = ((h * 60 + mi) * 60 + s) * 1000 + ms
             if total > 0:
                 return Duration(total)
-    raise ValueError(f"{value!r} is not a duration (expected e.g. 600s, 10m, 1h30m or 250ms)")
+    raise ValueError(f"{shown(value)} is not a duration (expected e.g. 600s, 10m, 1h30m or 250ms)")
 
 
 def size(value) -> str:
     """A size in Docker's notation: 512m, 1g, 10m (k, m or g)."""
-    if isinstance(value, str) and _SIZE.match(value.lower()):
+    if isinstance(value, str) and _SIZE.fullmatch(value.lower()):
         return value.lower()
-    raise ValueError(f"{value!r} is not a size (expected a number with k, m or g, e.g. 512m or 1g)")
+    raise ValueError(f"{shown(value)} is not a size (expected a number with k, m or g, e.g. 512m or 1g)")
 
 
 def cpus(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"expected a positive number of CPUs such as 0.5 or 2, got {value!r}")
+        raise ValueError(f"expected a positive number of CPUs such as 0.5 or 2, got {shown(value)}")
     return float(value)
 
 
@@ -107,49 +125,49 @@ def import_check(value, language: str) -> str:
     """A module path to import inside the image: `alembic.config:Config` (python) or `pg` (node)."""
     pattern = _PY_MODULE if language == "python" else _NODE_MODULE
     example = "alembic.config or alembic.config:Config" if language == "python" else "pg or @prisma/client"
-    if isinstance(value, str) and pattern.match(value):
+    if isinstance(value, str) and pattern.fullmatch(value):
         return value
-    raise ValueError(f"{value!r} is not a {language} module path (expected e.g. {example})")
+    raise ValueError(f"{shown(value)} is not a {language} module path (expected e.g. {example})")
 
 
 def unix_user(value) -> str:
-    if isinstance(value, str) and _USER.match(value):
+    if isinstance(value, str) and _USER.fullmatch(value):
         return value
-    raise ValueError(f"{value!r} is not a user name (expected lower-case letters, digits, _ or -)")
+    raise ValueError(f"{shown(value)} is not a user name (expected lower-case letters, digits, _ or -)")
 
 
 def email(value) -> str:
-    if isinstance(value, str) and _EMAIL.match(value):
+    if isinstance(value, str) and _EMAIL.fullmatch(value):
         return value
-    raise ValueError(f"{value!r} is not an email address")
+    raise ValueError(f"{shown(value)} is not an email address")
 
 
 def image(value) -> str:
-    if isinstance(value, str) and _IMAGE.match(value):
+    if isinstance(value, str) and _IMAGE.fullmatch(value):
         return value
-    raise ValueError(f"{value!r} is not an image reference (expected e.g. postgres:16 or registry.example.com/team/api)")
+    raise ValueError(f"{shown(value)} is not an image reference (expected e.g. postgres:16 or registry.example.com/team/api)")
 
 
 def loopback_address(value) -> tuple[str, int]:
     """`127.0.0.1:5433`: an address on the loopback interface only (never a public one)."""
     if not isinstance(value, str) or value.count(":") != 1:
-        raise ValueError(f"{value!r} is not HOST:PORT (expected e.g. 127.0.0.1:5433)")
+        raise ValueError(f"{shown(value)} is not HOST:PORT (expected e.g. 127.0.0.1:5433)")
     addr, _, raw_port = value.partition(":")
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
-        raise ValueError(f"{addr!r} is not an IP address (expected e.g. 127.0.0.1:5433)") from None
+        raise ValueError(f"{shown(addr)} is not an IP address (expected e.g. 127.0.0.1:5433)") from None
     if not ip.is_loopback:
-        raise ValueError(f"{value!r} is not on loopback (expected e.g. 127.0.0.1:5433; Postgres must never listen on a public address)")
+        raise ValueError(f"{shown(value)} is not on loopback (expected e.g. 127.0.0.1:5433; Postgres must never listen on a public address)")
     if not raw_port.isdigit():
-        raise ValueError(f"{raw_port!r} is not a port number")
+        raise ValueError(f"{shown(raw_port)} is not a port number")
     return addr, port(int(raw_port))
 
 
 def env_var_name(value) -> str:
-    if isinstance(value, str) and _ENV_NAME.match(value):
+    if isinstance(value, str) and _ENV_NAME.fullmatch(value):
         return value
-    raise ValueError(f"{value!r} is not an environment variable name")
+    raise ValueError(f"{shown(value)} is not an environment variable name")
 
 
 def argv(value) -> tuple[str, ...]:

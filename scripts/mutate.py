@@ -6,6 +6,8 @@ tests that should notice, and say whether they did.
     .venv/bin/python scripts/mutate.py --tier unit          # the fast ones only
     .venv/bin/python scripts/mutate.py --only lock-mkdir-p roles-keep-membership
     .venv/bin/python scripts/mutate.py --list               # what it would do
+    .venv/bin/python scripts/mutate.py --only caddy-basic-auth-one-path \
+        --tests "tests/integration/test_caddy.py -k every_path"   # does this one test kill it?
 
 Each mutation is a file hint, an exact piece of text, its replacement, and the pytest selection
 that must fail because of it. They are applied one at a time to a temporary COPY of the repository
@@ -56,6 +58,12 @@ UNIT = "unit"
 INTEGRATION = "integration"
 E2E = "e2e"
 
+#: the real-Postgres role tests, without the one that needs Docker (the kit's Postgres image)
+ROLES_TESTS = ("tests/integration/test_postgres_roles.py", "-m", "not docker")
+
+#: the deploy's recovery and rollback decisions (tests/unit/test_recovery.py is the lead's)
+RECOVERY_TESTS = ("tests/unit/test_recovery.py", "tests/unit/test_deploy_plan.py")
+
 MUTATIONS = [
     # -- the deploy lock and recovery ----------------------------------------------------------
     Mutation("lock-mkdir-p", "opskit/deploy.py", "if mkdir {lock} 2>/dev/null", "if mkdir -p {lock} 2>/dev/null",
@@ -65,47 +73,47 @@ MUTATIONS = [
     Mutation("lock-break-ignored", "opskit/deploy.py", '(f"rm -rf {lock} && " if breaking else "")', '""',
              ("tests/unit/test_lock_race.py",), what="--break-lock cannot break a stale lock"),
     Mutation("no-recovery-past-the-lock", "opskit/deploy.py", "if failed <= Phase.LOCK:\n        return None",
-             "if failed <= Phase.FINISH:\n        return None", ("tests/unit",),
+             "if failed <= Phase.FINISH:\n        return None", RECOVERY_TESTS,
              what="a failure after the lock leaves the lock held and the new release half there"),
     Mutation("recovery-never-restarts", "opskit/deploy.py", "started=failed >= Phase.CONFIG",
-             "started=failed > Phase.START", ("tests/unit",),
+             "started=failed > Phase.START", RECOVERY_TESTS,
              what="a failure while starting leaves the old release stopped"),
     Mutation("recovery-keeps-the-lock", "opskit/deploy.py", "    plan.add(release_lock(layout))\n    return plan",
-             "    return plan", ("tests/unit",), what="a failed deploy never gives the lock back"),
+             "    return plan", RECOVERY_TESTS, what="a failed deploy never gives the lock back"),
     Mutation("rollback-unlocks-a-lock-not-its-own", "opskit/deploy.py", "if failure.step.phase > Phase.LOCK:",
-             "if failure.step.phase >= Phase.LOCK:", ("tests/unit",),
+             "if failure.step.phase >= Phase.LOCK:", RECOVERY_TESTS,
              what="a rollback refused by the lock deletes the other deploy's lock"),
     # -- the roles SQL --------------------------------------------------------------------------
     Mutation("roles-keep-membership", "opskit/postgres.py", "format('REVOKE %I FROM %I'",
-             "format('SELECT /* %I %I */ 1'", ("tests/integration/test_postgres_roles.py",), INTEGRATION,
+             "format('SELECT /* %I %I */ 1'", ROLES_TESTS, INTEGRATION,
              what="a UI role made member of the admin role keeps the owner's rights"),
     Mutation("roles-ui-superuser", "opskit/postgres.py", "WITH LOGIN NOSUPERUSER NOCREATEDB",
-             "WITH LOGIN SUPERUSER NOCREATEDB", ("tests/integration/test_postgres_roles.py",), INTEGRATION,
+             "WITH LOGIN SUPERUSER NOCREATEDB", ROLES_TESTS, INTEGRATION,
              what="the UI role can do anything"),
     Mutation("roles-ui-all-on-tables", "opskit/postgres.py",
              "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {ui};",
-             "GRANT ALL ON ALL TABLES IN SCHEMA public TO {ui};", ("tests/integration/test_postgres_roles.py",),
+             "GRANT ALL ON ALL TABLES IN SCHEMA public TO {ui};", ROLES_TESTS,
              INTEGRATION, what="the UI role may TRUNCATE and add triggers to existing tables"),
     Mutation("roles-public-may-create", "opskit/postgres.py", "REVOKE CREATE ON SCHEMA public FROM PUBLIC, {ui};",
-             "REVOKE CREATE ON SCHEMA public FROM {ui};", ("tests/integration/test_postgres_roles.py",), INTEGRATION,
+             "REVOKE CREATE ON SCHEMA public FROM {ui};", ROLES_TESTS, INTEGRATION,
              what="on a volume from before Postgres 15, anyone may create tables in public"),
     Mutation("roles-no-reassign", "opskit/postgres.py", "REASSIGN OWNED BY {ui} TO {admin};", "SELECT 1;",
-             ("tests/integration/test_postgres_roles.py",), INTEGRATION,
+             ROLES_TESTS, INTEGRATION,
              what="tables the UI role made earlier stay its own (it can DROP them)"),
     Mutation("roles-statements-logged", "opskit/postgres.py", "SET log_statement = 'none';",
-             "SET log_statement = 'all';", ("tests/integration/test_postgres_roles.py",), INTEGRATION,
+             "SET log_statement = 'all';", ROLES_TESTS, INTEGRATION,
              what="ALTER ROLE ... PASSWORD lands in the server log"),
     Mutation("roles-plain-passwords-on-stdin", "opskit/db.py", "scram.verifier(", "(lambda p, r: p)(",
              ("tests/unit/test_postgres_sql.py",), what="db.roles sends plain passwords instead of SCRAM verifiers"),
     # -- the prisma guard -----------------------------------------------------------------------
-    Mutation("guard-exits-0-on-violation", "opskit/prisma/guard.py", "return 1 if found else 0", "return 0",
+    Mutation("guard-exits-0-on-violation", "opskit/prisma/__main__.py", "return 1 if found else 0", "return 0",
              ("tests/unit/test_guards.py",), what="the deploy ships a frontend that runs prisma migrate"),
-    Mutation("guard-exits-0-when-blind", "opskit/prisma/guard.py",
+    Mutation("guard-exits-0-when-blind", "opskit/prisma/__main__.py",
              'print(f"prisma guard: {exc}", file=sys.stderr)\n        return 2',
              'print(f"prisma guard: {exc}", file=sys.stderr)\n        return 0',
              ("tests/unit/test_guards.py",), what="an image the guard cannot read passes"),
     Mutation("guard-allows-db-push", "opskit/prisma/guard.py", "if key in REFUSED:", "if key in ():",
-             ("tests/unit",), what="prisma db push / migrate are no longer refused"),
+             ("tests/unit/test_prisma_guard.py",), what="prisma db push / migrate are no longer refused"),
     # -- import checks --------------------------------------------------------------------------
     Mutation("import-check-python-exits-0", "opskit/images.py", "traceback.print_exc(limit=3)\n        sys.exit(1)",
              "traceback.print_exc(limit=3)\n        sys.exit(0)", ("tests/unit/test_guards.py",),
@@ -117,7 +125,7 @@ MUTATIONS = [
              what="import checks may reach the network (a module that downloads at import passes)"),
     Mutation("import-check-dropped", "opskit/images.py",
              "if build.import_checks:\n            plan.add(check_step(build, image))",
-             "if False:\n            plan.add(check_step(build, image))", ("tests/unit",),
+             "if False:\n            plan.add(check_step(build, image))", ("tests/unit/test_guards.py", "tests/unit/test_deploy_plan.py"),
              what="images are promoted without any import check"),
     # -- the runner -----------------------------------------------------------------------------
     Mutation("runner-ignores-exit-code", "opskit/runner.py", "if code != 0:\n            raise StepFailed(step, code, output)",
@@ -137,7 +145,9 @@ MUTATIONS = [
     Mutation("caddy-sse-compressed", "caddy/Caddyfile.j2", "{{ domains.api }} {\n\timport headers\n",
              "{{ domains.api }} {\n\timport headers\n\tencode gzip\n",
              ("tests/integration/test_caddy.py::test_each_sse_event_of_a_stream_without_heartbeats_arrives_within_100ms_of_being_written",),
-             INTEGRATION, what="the API's responses are gzip-compressed: a compressor may hold events back"),
+             INTEGRATION, what="the API's responses are gzip-compressed (the test asks with gzip, as a browser does)",
+             equivalent="checked on Caddy 2.11: `encode` flushes the compressor after each SSE write, so "
+                        "every event still arrives at once; compression does not buffer the stream"),
     Mutation("caddy-flush-interval-5s", "caddy/Caddyfile.j2", "\t\tflush_interval -1\n", "\t\tflush_interval 5s\n",
              ("tests/unit/test_render.py", "tests/integration/test_caddy.py"), INTEGRATION,
              what="the API's stream is flushed every 5 s (config-level: killed by the render test)"),
@@ -148,16 +158,16 @@ MUTATIONS = [
                         "flush_interval says (reverseproxy/streaming.go, flushInterval); the SSE API "
                         "cannot tell the difference"),
     Mutation("caddy-short-read-timeout", "caddy/Caddyfile.j2", "read_timeout {{ sse.read_timeout }}",
-             "read_timeout 3s", ("tests/integration/test_caddy.py",), INTEGRATION,
-             what="long quiet SSE streams are cut"),
+             "read_timeout 5s", ("tests/integration/test_caddy.py",), INTEGRATION,
+             what="quiet SSE streams are cut after 5 s (judged by real Caddy)"),
     Mutation("caddy-server-banner-kept", "caddy/Caddyfile.j2", "\t\t-Server\n", "", ("tests/unit/test_render.py",),
              what="the upstream's Server banner leaks"),
     # -- Compose render ---------------------------------------------------------------------------
     Mutation("env-files-world-readable", "opskit/render.py", "File(_env_file(service, variables), 0o600, secret=True)",
-             "File(_env_file(service, variables), 0o644, secret=True)", ("tests/unit",),
+             "File(_env_file(service, variables), 0o644, secret=True)", ("tests/unit/test_render.py", "tests/unit/test_deploy_plan.py"),
              what="the env files holding every secret are readable by anyone on the server"),
     Mutation("env-files-not-secret", "opskit/render.py", "File(_env_file(service, variables), 0o600, secret=True)",
-             "File(_env_file(service, variables), 0o600, secret=False)", ("tests/unit",),
+             "File(_env_file(service, variables), 0o600, secret=False)", ("tests/unit/test_render.py", "tests/unit/test_deploy_plan.py"),
              what="secret files print and diff by value"),
     # -- secret handling --------------------------------------------------------------------------
     Mutation("secret-str-reveals", "opskit/secrets.py", "    def __str__(self) -> str:\n        return REDACTED",
@@ -229,12 +239,19 @@ def main(argv=None) -> int:
                         help="comma-separated tiers to run: unit, integration, e2e (default: unit,integration)")
     parser.add_argument("--only", nargs="*", help="mutation names to run (default: all of the tiers)")
     parser.add_argument("--list", action="store_true", help="list the mutations and stop")
+    parser.add_argument("--tests", help="pytest arguments replacing each chosen mutation's selection, e.g. "
+                                        "'tests/unit/test_runner.py -k timeout' (to see which test kills it)")
     parser.add_argument("--verbose", "-v", action="store_true", help="show the tail of each test run")
     args = parser.parse_args(argv)
     tiers = {t.strip() for t in args.tier.split(",")}
     chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
     if args.only and len(chosen) != len(set(args.only)):
         parser.error(f"unknown mutation(s): {sorted(set(args.only) - {m.name for m in MUTATIONS})}")
+    if args.tests:
+        import dataclasses
+        import shlex
+
+        chosen = [dataclasses.replace(m, tests=tuple(shlex.split(args.tests))) for m in chosen]
     if args.list:
         for m in chosen:
             print(f"{m.name:38} {m.tier:12} {m.hint:28} {m.what}")

@@ -97,16 +97,12 @@ class Parser:
         return value
 
     def text(self, *keys, required=True, default=None):
-        def parse(v):
-            if not isinstance(v, str) or not v:
-                raise ValueError(f"expected text, got {v!r}")
-            return v
-        return self.typed(parse, *keys, required=required, default=default)
+        return self.typed(values.plain_text, *keys, required=required, default=default)
 
     def boolean(self, *keys, default=False):
         def parse(v):
             if not isinstance(v, bool):
-                raise ValueError(f"expected true or false, got {v!r}")
+                raise ValueError(f"expected true or false, got {values.shown(v)}")
             return v
         return self.typed(parse, *keys, required=False, default=default)
 
@@ -166,7 +162,7 @@ class Parser:
         self.section(("tls",), {"mode", "email"})
         mode = self.get("tls", "mode")
         if mode not in (None, "acme", "internal"):
-            self.fail(("tls", "mode"), f"{mode!r} is not a TLS mode (expected acme or internal)")
+            self.fail(("tls", "mode"), f"{values.shown(mode)} is not a TLS mode (expected acme or internal)")
             return None
         email = None
         if mode == "acme":
@@ -185,7 +181,7 @@ class Parser:
             self.section(keys, {"context", "dockerfile", "language", "repository", "args", "import_checks"})
             language = self.get(*keys, "language")
             if language not in (None,) + LANGUAGES:
-                self.fail(keys + ("language",), f"{language!r} is not supported (expected python or node)")
+                self.fail(keys + ("language",), f"{values.shown(language)} is not supported (expected python or node)")
                 language = None
             context = self.text(*keys, "context")
             args = self.get(*keys, "args", required=False, default={}) or {}
@@ -232,7 +228,7 @@ class Parser:
             self.section(keys, {"build", "command", "healthcheck", "port"})
             build = self.text(*keys, "build")
             if build is not None and build not in builds:
-                self.fail(keys + ("build",), f"{build!r} is not a build (expected one of: {', '.join(sorted(builds))})")
+                self.fail(keys + ("build",), f"{values.shown(build)} is not a build (expected one of: {', '.join(sorted(builds))})")
             command = self.typed(values.argv, *keys, "command", required=False)
             health = self.typed(values.argv, *keys, "healthcheck")
             port = self.typed(values.port, *keys, "port", required=False)
@@ -253,7 +249,7 @@ class Parser:
         admin_limit = self.typed(_limit, "postgres", "connection_limit", "admin", required=False, default=-1)
         ui_limit = self.typed(_limit, "postgres", "connection_limit", "ui", required=False, default=-1)
         if admin and ui and admin == ui:
-            self.fail(("postgres", "ui_role"), f"must differ from admin_role ({admin!r}): the UI role must not own the schema")
+            self.fail(("postgres", "ui_role"), f"must differ from admin_role ({values.shown(admin)}): the UI role must not own the schema")
         if database is None:
             return None
         return Postgres(database, admin, ui, publish[0], publish[1], admin_limit, ui_limit)
@@ -297,12 +293,12 @@ class Parser:
 
         def percent(v):
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 100:
-                raise ValueError(f"expected a percentage from 1 to 100, got {v!r}")
+                raise ValueError(f"expected a percentage from 1 to 100, got {values.shown(v)}")
             return v
 
         def count(v):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"expected a whole number of at least 0, got {v!r}")
+                raise ValueError(f"expected a whole number of at least 0, got {values.shown(v)}")
             return v
 
         return Smoke(
@@ -334,15 +330,15 @@ class Parser:
 
 
 def _absolute(value) -> str:
-    if isinstance(value, str) and value.startswith("/") and ".." not in value.split("/"):
+    if isinstance(value, str) and value.startswith("/") and ".." not in value.split("/") and values.plain_text(value):
         return value.rstrip("/") or "/"
-    raise ValueError(f"{value!r} is not an absolute path (expected e.g. /srv/opskit)")
+    raise ValueError(f"{values.shown(value)} is not an absolute path (expected e.g. /srv/opskit)")
 
 
 def _project(value) -> str:
-    if isinstance(value, str) and re.match(r"^[a-z0-9][a-z0-9_-]*$", value):
+    if isinstance(value, str) and re.fullmatch(r"^[a-z0-9][a-z0-9_-]*$", value):
         return value
-    raise ValueError(f"{value!r} is not a Compose project name (lower-case letters, digits, - and _)")
+    raise ValueError(f"{values.shown(value)} is not a Compose project name (lower-case letters, digits, - and _)")
 
 
 def _registry(value) -> str:
@@ -350,19 +346,19 @@ def _registry(value) -> str:
     and a namespace, where built images are pushed as `<registry>/<build name>`."""
     host, _, namespace = str(value).partition("/")
     if (isinstance(value, str) and namespace and ("." in host or ":" in host)
-            and re.match(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", namespace)):
+            and re.fullmatch(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", namespace)):
         return value.rstrip("/")
-    raise ValueError(f"{value!r} is not a registry namespace (expected e.g. registry.example.com/team)")
+    raise ValueError(f"{values.shown(value)} is not a registry namespace (expected e.g. registry.example.com/team)")
 
 
 def _identifier(value) -> str:
     """A Postgres name. Any text up to 63 bytes is allowed: it is always quoted as an identifier."""
     if isinstance(value, str) and value and len(value.encode()) <= 63 and "\x00" not in value:
         return value
-    raise ValueError(f"{value!r} is not a Postgres name (1 to 63 bytes)")
+    raise ValueError(f"{values.shown(value)} is not a Postgres name (1 to 63 bytes)")
 
 
 def _limit(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < -1 or value == 0:
-        raise ValueError(f"expected a connection limit of at least 1, or -1 for none, got {value!r}")
+        raise ValueError(f"expected a connection limit of at least 1, or -1 for none, got {values.shown(value)}")
     return value

@@ -8,10 +8,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import yaml
-
 from .. import values
-from ..errors import SecretError
+from ..errors import InventoryError, SecretError
+from . import yamlfile
 from ..secrets import Secret
 
 #: Every secret the stack needs, and what it is for (shown when one is missing).
@@ -60,10 +59,10 @@ def resolve_secrets(environment: str, refs: dict, file_path: Path | None, where,
                 continue
             value = file_values.get(ref_name)
             if not isinstance(value, str) or not value:
-                problems.append(f"{key}: key {ref_name!r} is missing from {file_path} ({SECRET_NAMES[name]})")
+                problems.append(f"{key}: key {values.shown(ref_name)} is missing from {file_path} ({SECRET_NAMES[name]})")
                 continue
         else:
-            problems.append(f"{key}: {ref!r} is not a secret reference (expected env:VARIABLE or file:KEY; "
+            problems.append(f"{key}: {values.shown(ref)} is not a secret reference (expected env:VARIABLE or file:KEY; "
                             "never the secret itself)")
             continue
         out[name] = Secret(value, name)
@@ -73,34 +72,48 @@ def resolve_secrets(environment: str, refs: dict, file_path: Path | None, where,
 
 
 def _read_file(path: Path, where, problems) -> dict | None:
+    key = where("secrets_file")
     if not path.is_file():
-        problems.append(f"{where('secrets_file')}: {path} does not exist (create it with mode 0600, "
-                        "outside git, as `key: value` lines)")
+        problems.append(f"{key}: {path} does not exist (create it with mode 0600, outside git, "
+                        "as `key: value` lines)")
         return None
-    if _tracked_or_unignored(path):
-        problems.append(f"{where('secrets_file')}: {path} is inside the git work tree and not ignored; "
-                        "move it outside the repository or git-ignore it")
+    info = path.stat()
+    if info.st_mode & 0o077:
+        problems.append(f"{key}: {path} has mode {info.st_mode & 0o777:04o}: other users can read it; "
+                        f"run `chmod 600 {path}`")
+        return None
+    if info.st_uid != os.geteuid():
+        problems.append(f"{key}: {path} belongs to another user (uid {info.st_uid}); it must be yours, mode 0600")
+        return None
+    if _committed_or_committable(path):
+        problems.append(f"{key}: {path} is tracked by git, or git would commit it: move it outside the "
+                        "repository (or `git rm --cached` it and git-ignore it), then rotate its secrets")
         return None
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        problems.append(f"{where('secrets_file')}: {path} is not valid YAML ({exc.__class__.__name__})")
+        data = yamlfile.read(path.read_text(), str(path), strings=True) or {}
+    except InventoryError as exc:
+        problems.extend(exc.problems)
         return None
-    if not isinstance(data, dict):
-        problems.append(f"{where('secrets_file')}: {path} must be a mapping of key: value")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{key}: cannot read {path} ({type(exc).__name__})")
         return None
-    return {str(k): (str(v) if v is not None else None) for k, v in data.items()}
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        problems.append(f"{key}: {path} must be a mapping of key: value, each value a single line of text")
+        return None
+    return data
 
 
-def _tracked_or_unignored(path: Path) -> bool:
-    """True when git would commit this file (it is in a work tree and not ignored)."""
-    try:
-        top = subprocess.run(["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+def _committed_or_committable(path: Path) -> bool:
+    """True when git tracks this file (whatever .gitignore says) or would commit it (in a work
+    tree and not ignored). Reads git's index only."""
+    def git(*argv) -> int | None:
+        try:
+            return subprocess.run(["git", "-C", str(path.parent), *argv], capture_output=True, timeout=10).returncode
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    if git("rev-parse", "--show-toplevel") != 0:
         return False
-    if top.returncode != 0:
-        return False
-    ignored = subprocess.run(["git", "-C", str(path.parent), "check-ignore", "-q", "--no-index", str(path)],
-                             capture_output=True, timeout=10)
-    return ignored.returncode != 0
+    tracked = git("ls-files", "--error-unmatch", "--", path.name) == 0
+    ignored = git("check-ignore", "-q", "--no-index", "--", path.name) == 0
+    return tracked or not ignored

@@ -91,6 +91,14 @@ def test_a_stream_lasting_well_past_its_heartbeats_stays_open(running):
     assert lines[-1][1] == "data: 1" and lines[-1][0] > 7.5
 
 
+def test_a_stream_silent_for_longer_than_a_heartbeat_gap_is_not_cut(running):
+    """Heartbeats can be late (a busy worker): a stream quiet for several seconds with no heartbeat
+    at all still delivers its next event through the rendered config."""
+    caddy = running()
+    lines = read_events(caddy, caddy.env.domains.api, "/stream?count=1&gap=7")
+    assert [line for line, _ in lines] == [": connected", "data: 0"]
+
+
 def test_a_read_timeout_shorter_than_the_silence_cuts_the_stream(running, make_env):
     """The control: the read timeout in the rendered config is real, so a stream quieter than it
     is cut. With the inventory's 600s and a 15s heartbeat this never happens."""

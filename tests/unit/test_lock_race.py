@@ -49,9 +49,9 @@ def test_of_deploys_racing_for_the_lock_exactly_one_wins(tmp_path, contenders):
         winner = holders[codes.index(0)]
         info = json.loads((root / "deploy.lock" / "info").read_text())
         assert info["holder"] == winner and info["release"] == f"rel{codes.index(0)}"
-        for result in results:
+        for result in results:  # (the holder may not have written its info yet: the message can be bare)
             if result.returncode == LOCK_HELD:
-                assert result.stderr.startswith("deploy lock held by: ") and winner in result.stderr
+                assert result.stderr.startswith("deploy lock held by: ")
 
 
 def test_a_held_lock_refuses_the_next_deploy_until_it_is_released(tmp_path):

@@ -14,6 +14,7 @@ from opskit import db, scram
 from opskit.errors import OpskitError
 from opskit.inventory import Postgres
 from opskit.postgres import quote_ident, quote_literal, roles_script
+from opskit.secrets import Secret
 
 PG = Postgres("job_agent", "job_agent_admin", "job_agent_ui", "127.0.0.1", 5433, 60, 20)
 ODD = Postgres('App "DB"', "Admin Role", 'ui "quoted" Role', "127.0.0.1", 5433, -1, 7)
@@ -37,10 +38,10 @@ def test_names_are_quoted_identifiers_and_literals():
 
 
 def test_passwords_are_psql_variables_never_text(env):
+    # roles_script is given no secret at all (only env.postgres: names and limits), so no value can
+    # leak into its text; what must hold is that the passwords come in as psql variables
     sql = roles_script(env.postgres)
     assert "PASSWORD :'admin_password'" in sql and "PASSWORD :'ui_password'" in sql
-    for secret in env.secrets.values():
-        assert secret.reveal() not in sql
 
 
 def _statements(sql: str) -> str:
@@ -150,7 +151,14 @@ def test_the_roles_step_runs_psql_in_the_postgres_container_with_no_secret_in_ar
     step = db.roles_step(env, "/srv/jobagent/releases/r1")
     assert step.argv[-len(db.psql_argv(env.postgres)):] == tuple(db.psql_argv(env.postgres))
     assert ("exec", "-T", "postgres") == step.argv[6:9]
-    assert all(s.reveal() not in step.describe() for s in env.secrets.values())
+    assert isinstance(step.stdin, Secret)
+    fed = step.stdin.reveal()  # the control: the step really carries the SCRAM verifiers...
+    verifiers = [scram.verifier(env.secrets[n].reveal(), role) for n, role in
+                 (("postgres_admin_password", env.postgres.admin_role), ("postgres_ui_password", env.postgres.ui_role))]
+    assert all(v in fed for v in verifiers)
+    printed = step.describe() + repr(step)  # ...and prints none of them, nor a password
+    assert all(v not in printed for v in verifiers)
+    assert all(s.reveal() not in printed for s in env.secrets.values())
 
 
 # -- reading the output -----------------------------------------------------------------------------

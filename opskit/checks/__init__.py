@@ -1,0 +1,1 @@
+"""Programs run inside built images (import checks): data read by `opskit.images`, never imported."""
