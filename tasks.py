@@ -14,7 +14,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from opskit import ROOT, db, deploy as deploying, inventory, render as rendering, smoke as smoking
+from opskit import ROOT, db, deploy as deploying, inventory, release_folder, render as rendering, smoke as smoking
 from opskit.sim import kit, vps
 from opskit.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_SMOKE_FAILED, OpskitError
 from opskit.layout import Layout, compose_argv
@@ -25,6 +25,8 @@ from opskit.sources import source_revision
 from opskit.ssh import Connection, system_ssh_argv
 
 ENV_HELP = "environment from inventory.yaml (default: local, the simulated VPS)"
+#: another inventory file for every task (as the smoke suite's --inventory); default: the repository's
+INVENTORY = os.environ.get("OPSKIT_INVENTORY") or None
 
 
 def reports_errors(fn):
@@ -44,9 +46,9 @@ def reports_errors(fn):
 @reports_errors
 def render(c, env="local", out=None):
     """Render the release (compose file, Caddyfile, env files, SQL) into build/ENV."""
-    environment = load_with_secrets(env)
+    environment = load_with_secrets(env, path=INVENTORY)
     release = rendering.render(environment)
-    folder = rendering.write(release, Path(out) if out else Path("build") / env)
+    folder = release_folder.write(release, Path(out) if out else Path("build") / env)
     print(f"release {release.id} for {env} written to {folder}/ ({len(release.files)} files)")
 
 
@@ -55,7 +57,7 @@ def render(c, env="local", out=None):
 @reports_errors
 def diff(c, env="local", against=None, server=False):
     """Show what a new render would change against a release folder, or against the server."""
-    environment = load_with_secrets(env)
+    environment = load_with_secrets(env, path=INVENTORY)
     release = rendering.render(environment)
     if server:
         with Connection(environment.ssh) as conn:
@@ -65,7 +67,7 @@ def diff(c, env="local", against=None, server=False):
         if not folder.is_dir():
             raise Exit(f"error: no release folder at {folder}: run `invoke render -e {env}` first, "
                        "or pass --against DIR or --server", code=EXIT_BAD_INPUT)
-        old, label = rendering.read(folder), str(folder)
+        old, label = release_folder.read(folder), str(folder)
     text = rendering.diff(release, old, old_label=label)
     print(text or f"no change: {label} matches a new render (release {release.id})", end="" if text else "\n")
 
@@ -74,9 +76,37 @@ def diff(c, env="local", against=None, server=False):
 @reports_errors
 def check(c, env=None):
     """Validate inventory.yaml (every environment, or one) without touching anything."""
-    names = [inventory.load(env, with_secrets=False).name] if env else inventory.check()
+    names = [inventory.load(env, path=INVENTORY, with_secrets=False).name] if env else inventory.check(INVENTORY)
     for name in names:
         print(f"{name}: valid")
+
+
+def simulated_vps_ready(environment, dry_run: bool) -> bool:
+    """For an environment with a simulated VPS (`local`): bring it up when it is not running, saying
+    so and how long it took. Other environments are real servers: nothing to bring up."""
+    if environment.vps is None:
+        return True
+    config = vps.VpsConfig.from_environment(environment)
+    now = vps.status(config)
+    if now.state == "running" and now.mode == "full" and now.host_key_pinned:
+        return True
+    print(f"the simulated VPS is not ready ({now}): bringing it up first "
+          "(the image kit and the VPS: about 4 minutes from nothing, seconds once built)", file=sys.stderr)
+    if dry_run:
+        print("(dry run: it is not brought up, and there is no server to plan against yet)", file=sys.stderr)
+        return False
+    report = vps.up(config)
+    print(f"the simulated VPS is up in {report.seconds:.0f}s; now the deploy", file=sys.stderr)
+    return True
+
+
+def keep_copy(release, folder: Path) -> None:
+    """The deployed release, kept in build/ENV for `invoke diff`; a folder opskit did not make stays as it is."""
+    why = release_folder.refusal(folder)
+    if why:
+        print(f"note: the release is not copied to {folder}: {why}", file=sys.stderr)
+        return
+    release_folder.write(release, folder)
 
 
 def confirm(environment, yes: bool, what: str) -> None:
@@ -101,7 +131,7 @@ def smoke(c, env="local", junit=None, k=None, m=None):
 
 @task(help={"env": ENV_HELP, "dry_run": "print the plan (and what a failure would do), change nothing",
             "rebuild": "build images even when their inputs are unchanged",
-            "break_lock": f"break a deploy lock older than {deploying.LOCK_STALE_AFTER_S // 60} min",
+            "break_lock": "break a stale deploy lock (its holder stopped renewing its lease; a live one stays)",
             "force": "redeploy even when the release is already current",
             "smoke": "run the smoke suite after the deploy (default on; --no-smoke skips it)",
             "json": "also write a JSON summary to this file", "yes": "do not ask for confirmation"})
@@ -109,11 +139,13 @@ def smoke(c, env="local", junit=None, k=None, m=None):
 def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, force=False, smoke=True, json=None,
            yes=False):
     """Build (no cache), check, ship and start the stack; roles and migrations run before traffic moves."""
-    environment = load_with_secrets(env)
+    environment = load_with_secrets(env, path=INVENTORY)
     release = rendering.render(environment)
-    rendering.write(release, Path("build") / env)
     if not dry_run:
         confirm(environment, yes, f"deploy release {release.id}")
+        keep_copy(release, Path("build") / env)
+    if not simulated_vps_ready(environment, dry_run):
+        return
     options = deploying.Options(rebuild=rebuild, break_lock=break_lock, force=force)
     with Connection(environment.ssh) as conn:
         runner = Runner(conn, dry_run=dry_run)
@@ -136,7 +168,7 @@ def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, force
 @reports_errors
 def rollback(c, env="local", to=None, dry_run=False, yes=False):
     """Serve the previous (or a given) release again, in seconds, without a build."""
-    environment = load_with_secrets(env)
+    environment = load_with_secrets(env, path=INVENTORY)
     if not dry_run:
         confirm(environment, yes, "roll back")
     with Connection(environment.ssh) as conn:
@@ -151,7 +183,7 @@ def status(c, env="local"):
     """Current release, and each service's state, health and age."""
     from opskit import status as st
 
-    environment = inventory.load(env, with_secrets=False)
+    environment = inventory.load(env, path=INVENTORY, with_secrets=False)
     with Connection(environment.ssh) as conn:
         done = conn.run(st.status_argv(environment.remote_dir, environment.project), timeout=60)
     print(st.table(*st.parse_status(done.stdout.decode(errors="replace"))))
@@ -162,7 +194,7 @@ def status(c, env="local"):
 @reports_errors
 def logs(c, service, env="local", since="10m", follow=True):
     """Logs of one service of the current release (`invoke logs worker`)."""
-    environment = inventory.load(env, with_secrets=False)
+    environment = inventory.load(env, path=INVENTORY, with_secrets=False)
     current = Layout(environment.remote_dir).current
     argv = compose_argv(current, "logs", "--since", since, *(["--follow"] if follow else []), service)
     with Connection(environment.ssh) as conn:
@@ -175,13 +207,13 @@ def logs(c, service, env="local", since="10m", follow=True):
 @reports_errors
 def ssh_shell(c, env="local"):
     """Open a shell on the server (host key checked against the pinned known_hosts)."""
-    environment = inventory.load(env, with_secrets=False)
+    environment = inventory.load(env, path=INVENTORY, with_secrets=False)
     os.execvp("ssh", system_ssh_argv(environment.ssh))
 
 
 def _db_step(env: str, title: str, step_for, report) -> None:
     """Run one database step against the current release and print what it changed."""
-    environment = load_with_secrets(env)
+    environment = load_with_secrets(env, path=INVENTORY)
     folder = Layout(environment.remote_dir).current
     with Connection(environment.ssh) as conn:
         [done] = Runner(conn).run(Plan(f"{title} on {env}", [step_for(environment, folder)]))
@@ -207,7 +239,7 @@ def migrate(c, env="local"):
 @reports_errors
 def tunnel(c, env="local", port=None):
     """Forward Postgres (published on the server's loopback) to this machine's loopback."""
-    environment = inventory.load(env, with_secrets=False)
+    environment = inventory.load(env, path=INVENTORY, with_secrets=False)
     pg = environment.postgres
     local = int(port or pg.publish_port)
     print(f"postgresql://{pg.admin_role}@127.0.0.1:{local}/{pg.database} (Ctrl-C to close)")
@@ -223,7 +255,7 @@ def kit_build(c, rebuild=False, dry_run=False):
 
 
 def _vps_config(env: str):
-    return vps.VpsConfig.from_environment(inventory.load(env, with_secrets=False))
+    return vps.VpsConfig.from_environment(inventory.load(env, path=INVENTORY, with_secrets=False))
 
 
 @task(name="up", help={"env": ENV_HELP, "bare": "only sshd and a root key (no Docker): a fresh server to provision",

@@ -13,23 +13,18 @@ runs the recovery that the failed step's phase calls for (`recovery_for`).
 
 from __future__ import annotations
 
-import getpass
 import json
 import posixpath
 import shlex
-import socket
 import time
 from dataclasses import dataclass, field
 
-from . import db, facts as facts_of, images, prisma
-from .errors import DeployRefused, StepFailed
+from . import db, facts as facts_of, images, lock, prisma
+from .errors import ConnectionFailed, ConnectionLost, DeployRefused, StepFailed
 from .layout import Layout, compose_argv as compose
+from .lock import LOCK_HELD  # noqa: F401  (the lock step's exit code, named where deploys are)
 from .secrets import Secret
 from .steps import SERVER, Phase, Plan, Run, ShipImage, WriteFile
-
-LOCK_STALE_AFTER_S = 3600
-#: the lock step's exit code when another deploy holds the lock (EX_TEMPFAIL)
-LOCK_HELD = 75
 
 
 @dataclass
@@ -37,7 +32,12 @@ class Options:
     rebuild: bool = False
     break_lock: bool = False
     force: bool = False  # redeploy even when the release is already current
-    holder: str = field(default_factory=lambda: f"{getpass.getuser()}@{socket.gethostname()}")
+    holder: str = field(default_factory=lambda: lock.Holder().who)
+    deploy_id: str = field(default_factory=lambda: lock.Holder().deploy_id)  # this run's, in its lock
+
+    @property
+    def lock_holder(self) -> lock.Holder:
+        return lock.Holder(self.holder, self.deploy_id)
 
 
 # -- preflight ------------------------------------------------------------------------------------
@@ -55,15 +55,7 @@ def preflight(env, facts, options: Options) -> list[str]:
     if facts.disk_free_mb is not None and facts.disk_free_mb < need:
         problems.append(f"{env.ssh}: only {facts.disk_free_mb} MB free under {env.remote_dir} "
                         f"(need {need} MB); prune images with `docker image prune`")
-    if facts.lock:
-        age = facts.now - facts.lock.since if facts.now else 0
-        if not options.break_lock:
-            hint = (f"; it is {age / 60:.0f} min old: if its holder is gone, deploy again with --break-lock"
-                    if age > LOCK_STALE_AFTER_S else "; wait for it to finish")
-            problems.append(f"a deploy is in progress: lock held by {facts.lock.describe()}{hint}")
-        elif age <= LOCK_STALE_AFTER_S:
-            problems.append(f"the lock of {facts.lock.describe()} is only {age:.0f} s old; --break-lock breaks "
-                            f"locks older than {LOCK_STALE_AFTER_S // 60} min")
+    problems += lock.problems(facts.lock, facts.now, options.break_lock)
     return problems
 
 
@@ -134,8 +126,9 @@ def recovery_for(env, release, facts, failed: Phase) -> Plan | None:
 
 
 def plan_recovery(env, release, facts, started: bool) -> Plan:
-    """After a failure: the previous release serves again, the new one goes, the lock is freed.
-    `started` says the new release's config was installed or its containers started."""
+    """After a failure: the previous release serves again, the new one goes (with the images this
+    deploy brought, unless something runs them), the lock is freed. `started` says the new
+    release's config was installed or its containers started."""
     layout = Layout(env.remote_dir)
     plan = Plan(f"recover from a failed deploy of {release.id}")
     if started and facts.current and facts.current != release.id:
@@ -143,6 +136,10 @@ def plan_recovery(env, release, facts, started: bool) -> Plan:
     if release.id not in facts.releases and release.id != facts.current:
         plan.add(Run(f"remove the unfinished release {release.id}",
                      ["rm", "-rf", "--", layout.release(release.id), layout.partial(release.id)], on=SERVER))
+        brought = sorted(set(release.images.values()) - facts.images)
+        if brought:  # no --force: an image a container runs stays
+            plan.add(Run(f"remove the {len(brought)} image(s) this deploy brought",
+                         ["sh", "-c", 'docker image rm "$@" >/dev/null 2>&1; exit 0', "sh", *brought], on=SERVER))
     plan.add(release_lock(layout))
     return plan
 
@@ -174,20 +171,12 @@ def reload_caddy(folder: str) -> Run:
 
 
 def acquire_lock(layout: Layout, release_id: str, options: Options, breaking: bool) -> Run:
-    """mkdir is atomic: of two deploys racing here, exactly one gets the lock."""
-    info = json.dumps({"holder": options.holder, "since": int(time.time()), "release": release_id},
-                      sort_keys=True)
-    lock, info_file = shlex.quote(layout.lock), shlex.quote(layout.lock_info)
-    script = (f"mkdir -p {shlex.quote(layout.releases)} && "
-              + (f"rm -rf {lock} && " if breaking else "")
-              + f"if mkdir {lock} 2>/dev/null; then printf '%s\\n' {shlex.quote(info)} > {info_file}; "
-              f"else echo \"deploy lock held by: $(cat {info_file} 2>/dev/null)\" >&2; exit {LOCK_HELD}; fi")
-    return Run("take the deploy lock" + (" (breaking a stale one)" if breaking else ""), ["sh", "-c", script],
-               on=SERVER)
+    """The lock step (see `lock.acquire`): of two deploys racing here, exactly one gets the lock."""
+    return lock.acquire(layout, options.lock_holder, release_id, breaking)
 
 
 def release_lock(layout: Layout) -> Run:
-    return Run("release the deploy lock", ["rm", "-rf", "--", layout.lock], on=SERVER)
+    return lock.release(layout)
 
 
 def upload_release(layout: Layout, release) -> list:
@@ -278,22 +267,56 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
         return None
 
     try:
-        runner.run(plan)
+        with lock.Lease(runner, Layout(env.remote_dir), options.lock_holder):
+            runner.run(plan)
     except StepFailed as failure:
-        recovery = recovery_for(env, release, facts, failure.step.phase)
-        if recovery is not None:
-            runner.say(f"!!  {failure.step.title} failed in phase {failure.step.phase.name.lower()}: recovering")
-            try:
-                runner.run(recovery)
-            except StepFailed as second:
-                runner.say(f"!!  recovery failed too, at: {second.step.title}\n{second}")
+        if failure.step.phase == Phase.LOCK and failure.returncode == LOCK_HELD:
+            raise DeployRefused("deploy refused, nothing was changed: another deploy took the lock first: "
+                                f"{lock.holder_named(failure.output)}") from None
+        recover(runner, recovery_for(env, release, facts, failure.step.phase),
+                f"{failure.step.title} failed in phase {failure.step.phase.name.lower()}")
         raise
+    except ConnectionLost as lost:
+        raise after_lost_link(env, release, facts, connection, runner, options, lost) from None
     return Outcome(
         release=release.id, environment=env.name, images=dict(sorted(release.images.items())),
         steps=[(r.step.title, r.seconds) for r in runner.results], bytes_shipped=runner.bytes_shipped,
         seconds=time.monotonic() - started_at,
         urls=[f"https://{d}" for _, d in env.domains.items()],
     )
+
+
+def recover(runner, recovery: Plan | None, why: str) -> bool:
+    """Run a recovery plan (when there is one); says so, and whether it went through."""
+    if recovery is None:
+        return True
+    runner.say(f"!!  {why}: recovering")
+    try:
+        runner.run(recovery)
+        return True
+    except (StepFailed, ConnectionLost) as second:
+        runner.say(f"!!  recovery failed too, at: {getattr(second.step, 'title', '?')}\n{second}")
+        return False
+
+
+def after_lost_link(env, release, facts, connection, runner, options: Options, lost: ConnectionLost):
+    """The link broke mid-deploy: reconnect (a few tries) and, when the lock is still this
+    deploy's, run the recovery its phase calls for. The error to raise, saying what was done."""
+    runner.say(f"!!  {lost}: reconnecting to recover")
+    try:
+        connection.reconnect()
+        now = gather(env, connection)
+    except ConnectionFailed as exc:
+        return ConnectionLost(f"{lost}; the server stays out of reach ({exc}). Nothing more was changed; this "
+                              f"deploy's lock lease runs out within {lock.LEASE_S} s, then "
+                              "`invoke deploy --break-lock` goes on", lost.step)
+    if now.lock is None or now.lock.deploy_id != options.deploy_id:
+        return ConnectionLost(f"{lost}; reconnected: this deploy held no lock, so it changed nothing", lost.step)
+    phase = max(lost.step.phase, Phase.SHIP) if lost.step is not None else Phase.FINISH
+    done = recover(runner, recovery_for(env, release, facts, phase), "the link was lost")
+    return ConnectionLost(f"{lost}; reconnected and " + (
+        "recovered: the previous release serves and the lock is free" if done else
+        f"the recovery failed too: see above; the lock's lease runs out within {lock.LEASE_S} s"), lost.step)
 
 
 def current_files(env, connection) -> dict[str, bytes]:
@@ -312,7 +335,7 @@ def rollback(env, connection, runner, to: str | None = None) -> str:
     """Serve a previous release again (the one before `current`, or `to`), without a build."""
     facts = gather(env, connection)
     if facts.lock:
-        raise DeployRefused(f"a deploy is in progress: lock held by {facts.lock.describe()}")
+        raise DeployRefused("rollback refused: " + "; ".join(lock.problems(facts.lock, facts.now, False)))
     if to is None:
         older = [r for r in facts.releases if r != facts.current]
         if not older:
@@ -328,6 +351,8 @@ def rollback(env, connection, runner, to: str | None = None) -> str:
     try:
         runner.run(plan)
     except StepFailed as failure:
+        if failure.step.phase == Phase.LOCK and failure.returncode == LOCK_HELD:
+            raise DeployRefused(f"rollback refused: a deploy took the lock first: {lock.holder_named(failure.output)}") from None
         if failure.step.phase > Phase.LOCK:  # the lock is ours: give it back
             runner.run(Plan("unlock", [release_lock(layout)]))
         raise

@@ -11,7 +11,8 @@ EXIT_CODES = {
     1: "an error with no more specific code (or the operator cancelled)",
     2: "a bad inventory, template, secret or flag: nothing was written or connected",
     3: "a step of the plan failed; the recovery ran",
-    4: "the server cannot be reached, or shows a host key that is not the pinned one",
+    4: "the server cannot be reached, the link broke mid-deploy (the recovery ran once it was back), "
+       "or the server shows a host key that is not the pinned one",
     5: "refused before anything changed (lock held, no Docker, disk full, nothing to roll back to)",
     6: "deployed, but the smoke suite fails",
 }
@@ -72,6 +73,20 @@ class ConnectionFailed(OpskitError):
     """The server could not be reached, or it showed a host key that is not the pinned one."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class ConnectionLost(ConnectionFailed):
+    """The SSH link broke while a step ran; names the step (None: between steps)."""
+
+    def __init__(self, message: str, step=None):
+        self.step = step
+        super().__init__(message)
+
+
+class CommandTimeout(OpskitError):
+    """A command on the server ran past its time limit (it was stopped)."""
+
+    exit_code = EXIT_STEP_FAILED
 
 
 class DeployRefused(OpskitError):

@@ -20,9 +20,10 @@ from urllib.parse import quote
 import bcrypt
 import jinja2
 
-from . import ROOT
+from . import ROOT, values
 from .errors import RenderError
 from .inventory import Environment
+from .inventory.secrets import check_secret
 from .layout import Layout
 from .postgres import roles_script
 from .sources import context_digest, source_revision
@@ -178,9 +179,28 @@ def _jinja(templates: Path) -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    # JSON is valid YAML: a safe, exact way to write strings and lists into the compose file
-    jinja.filters["flow"] = lambda value: json.dumps(value, ensure_ascii=False)
+    jinja.filters["compose"] = compose_value
     return jinja
+
+
+def compose_value(value) -> str:
+    """`value` (text, or a list of texts) written so that Compose reads back exactly `value`: a
+    YAML double-quoted scalar with every `$` doubled (Compose interpolates every string of the file,
+    `$$` being its literal `$`) and every character outside printable ASCII escaped (YAML refuses
+    some written as they are, DEL for one). Context values are what the container gets, unescaped."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(compose_value(v) for v in value) + "]"
+    return '"' + "".join(map(_yaml_char, str(value).replace("$", "$$"))) + '"'
+
+
+def _yaml_char(c: str) -> str:
+    if c in '"\\':
+        return "\\" + c
+    if " " <= c <= "~":
+        return c
+    n = ord(c)
+    return {"\n": "\\n", "\t": "\\t"}.get(c) or (f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000
+                                                   else f"\\U{n:08x}")
 
 
 def _template(jinja: jinja2.Environment, name: str, context: dict) -> bytes:
@@ -253,10 +273,10 @@ def _compose_context(env: Environment, release: Release) -> dict:
         {
             "name": "redis", "image": env.images["redis"], "user": "redis",
             # the password comes from the env file, so it is in no rendered file
-            "command": ["sh", "-c", 'exec redis-server --requirepass "$$REDIS_PASSWORD" --appendonly yes'],
+            "command": ["sh", "-c", 'exec redis-server --requirepass "$REDIS_PASSWORD" --appendonly yes'],
             "env_file": f"./{ENV_DIR}/redis.env", "environment": [], "ports": [],
             "volumes": ["redis_data:/data"], "depends_on": [],
-            "healthcheck": ["CMD-SHELL", 'REDISCLI_AUTH="$$REDIS_PASSWORD" redis-cli ping | grep -q PONG'],
+            "healthcheck": ["CMD-SHELL", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ping | grep -q PONG'],
             "resources": res.get("redis"), "stop_grace_period": None,
         },
         app("api", [("postgres", healthy), ("redis", healthy)], app_env),
@@ -300,13 +320,13 @@ def _caddy_context(env: Environment) -> dict:
         "upstreams": {name: f"{name}:{s[name].port}" for name in ("api", "flower", "frontend")},
         "proxy_retry": PROXY_RETRY,
         "flower": {"user": env.flower_user,
-                   "password_hash": flower_password_hash(env.flower_user, env.secrets["flower_password"].reveal())},
+                   "password_hash": flower_password_hash(env.flower_user, _revealed(env)["flower_password"])},
     }
 
 
 def _env_files(env: Environment) -> dict[str, list[tuple[str, str]]]:
     """What each service may know, and no more (Flower gets the broker, not the database)."""
-    pg, sec = env.postgres, {k: v.reveal() for k, v in env.secrets.items()}
+    pg, sec = env.postgres, _revealed(env)
     redis = f"redis://:{quote(sec['redis_password'], safe='')}@redis:6379"
     admin_db = f"postgresql+psycopg://{quote(pg.admin_role, safe='')}:{quote(sec['postgres_admin_password'], safe='')}@postgres:5432/{quote(pg.database, safe='')}"
     ui_db = f"postgresql://{quote(pg.ui_role, safe='')}:{quote(sec['postgres_ui_password'], safe='')}@postgres:5432/{quote(pg.database, safe='')}"
@@ -326,13 +346,46 @@ def _env_files(env: Environment) -> dict[str, list[tuple[str, str]]]:
     }
 
 
+def _revealed(env: Environment) -> dict[str, str]:
+    """The secrets' values, each checked again (an Environment may be built by hand): one that a
+    service could not read back exactly stops the render, named, its value never shown."""
+    problems = []
+    for name, secret in sorted(env.secrets.items()):
+        try:
+            check_secret(name, secret.reveal())
+        except ValueError as exc:
+            problems.append(f"secrets.{name}: the value {exc}")
+    if problems:
+        raise RenderError(f"environment {env.name}: " + "; ".join(problems))
+    return {name: secret.reveal() for name, secret in env.secrets.items()}
+
+
+# What Compose's env-file parser does with `KEY=...` (compose-go's dotenv/parser.go,
+# extractVarValue: the same from v2.0.2 to today's main; Debian's Compose 2.26 builds on 2.4.8):
+# unquoted values lose ` #...` comments and trailing spaces and are interpolated. In single quotes
+# a backslash before the quote escapes it, so a value ending in \ runs on into the next lines, and
+# no escape can write it. In double quotes the scanner keeps each `\x` pair as it is (only `\"`
+# loses its backslash), then expandEscapes turns \\ \n \r \$ into \ newline CR $$, and
+# template.Substitute turns $$ into $. So escaping exactly \ " $ and line breaks in double quotes
+# reads back as the very bytes written; NUL is the one character refused (no environment variable
+# can hold it).
+_ENV_ESCAPES = {"\\": "\\\\", '"': '\\"', "$": "\\$", "\n": "\\n", "\r": "\\r"}
+
+
+def env_value(value: str) -> str:
+    """`value` as the right-hand side of `KEY=...` in an env file, read back by Compose as `value`."""
+    if "\0" in value or not values.is_utf8(value):
+        raise ValueError("holds a NUL or is not valid UTF-8 text, which no environment variable can carry")
+    return '"' + "".join(_ENV_ESCAPES.get(c, c) for c in value) + '"'
+
+
 def _env_file(service: str, variables) -> bytes:
     lines = [f"# {service}: secrets for this service only. Mode 0600; never commit, never print."]
     for key, value in variables:
-        if "'" in value or "\n" in value:
-            raise RenderError(f"{service}.env: the value of {key} contains a quote or a newline, which an env "
-                              "file cannot hold literally; choose a secret without ' or newlines")
-        lines.append(f"{key}='{value}'")  # single quotes: Compose takes the value literally, no $ expansion
+        try:
+            lines.append(f"{key}={env_value(value)}")
+        except ValueError as exc:
+            raise RenderError(f"{ENV_DIR}/{service}.env: the value of {key} {exc}") from None
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import OpskitError, StepFailed
+from .errors import CommandTimeout, ConnectionLost, OpskitError, StepFailed
 from .secrets import Secret, reveal
 from . import ship
 from .steps import ShipImage
@@ -55,13 +55,28 @@ class Runner:
             if self.verbose:
                 self.say(f"    {step.describe()}")
             started = time.monotonic()
-            output = self._execute(step)
+            try:
+                output = self._execute(step)
+            except ConnectionLost as lost:
+                raise ConnectionLost(f"{lost} during step `{step.title}`", step) from lost
+            except CommandTimeout as late:
+                raise StepFailed(step, None, str(late)) from late
             result = StepResult(step, time.monotonic() - started, output)
             results.append(result)
             self.results.append(result)  # kept as they finish: a failed run still shows its timings
             if result.seconds >= 2:
                 self.say(f"    done in {result.seconds:.1f}s")
         return results
+
+    def quietly(self, step) -> str | None:
+        """Run one step with no progress lines and no exception (background upkeep, such as the
+        lock's lease): its output, or None when it failed."""
+        if self.dry_run:
+            return None
+        try:
+            return self._execute(step)
+        except OpskitError:
+            return None
 
     # -- dispatch -------------------------------------------------------------------------------
 

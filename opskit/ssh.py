@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from .errors import ConnectionFailed
+from .errors import CommandTimeout, ConnectionFailed, ConnectionLost
 from .inventory.model import Target, expand  # noqa: F401  (re-exported: the transport speaks of targets)
 
 
@@ -92,12 +92,37 @@ class Connection:
     def client(self) -> paramiko.SSHClient:
         return self.open()._client
 
+    def reconnect(self, attempts: int = 5, first_wait: float = 1.0) -> "Connection":
+        """A new connection after a lost one: a few tries, waiting longer each time (the host key
+        checked as always). ConnectionFailed when the server stays out of reach."""
+        self.close()
+        wait, last = first_wait, None
+        for _ in range(attempts):
+            try:
+                return self.open()
+            except ConnectionFailed as exc:
+                last = exc
+                time.sleep(wait)
+                wait *= 2
+        raise ConnectionFailed(f"{self.target}: could not reconnect after {attempts} tries: {last}")
+
     def run(self, argv, stdin=None, timeout: float | None = None, on_line=None) -> Completed:
         """Run argv on the server (joined with shlex, so no shell meaning leaks in).
 
         `stdin` is bytes, or a function given a writable file-like object that streams into the
-        remote program (how images travel to `docker load`)."""
+        remote program (how images travel to `docker load`). A broken link raises ConnectionLost,
+        a command past `timeout` CommandTimeout: never a transport's own exception."""
         command = argv if isinstance(argv, str) else shlex.join(argv)
+        try:
+            return self._run(command, stdin, timeout, on_line)
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            raise self._lost(exc) from exc
+
+    def _lost(self, exc: BaseException) -> ConnectionLost:
+        self.close()
+        return ConnectionLost(f"{self.target}: the connection was lost ({type(exc).__name__}: {exc or 'closed'})")
+
+    def _run(self, command: str, stdin, timeout: float | None, on_line) -> Completed:
         # a 16 MB window: large transfers (images) run about 1.5x faster than with the 2 MB default
         chan = self.client.get_transport().open_session(window_size=16 * 1024 * 1024)
         chan.settimeout(timeout)
@@ -134,17 +159,26 @@ class Connection:
                 break
             if deadline and time.monotonic() > deadline:
                 chan.close()
-                raise TimeoutError(f"{command!r} did not finish within {timeout}s")
+                raise CommandTimeout(f"the command did not finish within {timeout:g}s (stopped)")
             if not progressed:
                 time.sleep(0.005)
         if on_line and pending:
             on_line(pending.decode(errors="replace"))
+        transport = self._client.get_transport() if self._client is not None else None
+        if not chan.exit_status_ready() and (transport is None or not transport.is_active()):
+            raise EOFError("the server closed the link before the command ended")
         code = chan.recv_exit_status()
         chan.close()
         return Completed(code, bytes(out), bytes(err))
 
     def write_file(self, path: str, content: bytes, mode: int) -> None:
         """Write atomically: a temp file beside the target, chmod before any byte lands, rename."""
+        try:
+            self._write_file(path, content, mode)
+        except (EOFError, paramiko.SSHException, ConnectionResetError, BrokenPipeError, socket.timeout) as exc:
+            raise self._lost(exc) from exc
+
+    def _write_file(self, path: str, content: bytes, mode: int) -> None:
         sftp = self.client.open_sftp()
         try:
             tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")

@@ -21,8 +21,61 @@ def plain_text(value) -> str:
     """Text of one line with no control character: it lands in files and commands unchanged."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected text, got {shown(value)}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if has_control(value):
         raise ValueError(f"{shown(value)} holds a newline or another control character")
+    if not is_utf8(value):
+        raise ValueError(f"{shown(value)} is not valid UTF-8 text")
+    return value
+
+
+def has_control(value: str) -> bool:
+    """True when `value` holds a C0 control character (NUL, tab, newline, ...) or DEL."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
+def is_utf8(value: str) -> bool:
+    """False for text that cannot be written as UTF-8 (lone surrogates, e.g. from undecodable bytes
+    in an environment variable): no file or command could carry it."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: the longest secret opskit carries: env files, command lines (Redis's --requirepass) and HTTP
+#: headers take it whole, and the kernel caps one environment string at 128 KiB
+SECRET_MAX_BYTES = 4096
+#: bcrypt, which hashes the Flower password for Caddy's basic_auth, reads only this many bytes
+BCRYPT_MAX_BYTES = 72
+
+
+def secret(value, max_bytes: int = SECRET_MAX_BYTES) -> str:
+    """A secret's value, exactly as given, or ValueError saying why a service could not read it
+    back byte for byte. The message never quotes the value."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("is empty (expected text)")
+    if has_control(value):
+        raise ValueError("holds a newline, a tab, a NUL or another control character, which services "
+                         "read as the end of the secret (initdb's password file, HTTP headers); remove it "
+                         "(a trailing newline often comes from `echo` or an editor)")
+    if not is_utf8(value):
+        raise ValueError("is not valid UTF-8 text (undecodable bytes); give the secret as UTF-8")
+    size = len(value.encode())
+    if size > max_bytes:
+        raise ValueError(f"is {size} bytes long (at most {max_bytes})")
+    return value
+
+
+def bcrypt_password(value) -> str:
+    """A secret that is hashed with bcrypt (the Flower password): at most 72 bytes, because bcrypt
+    ignores the rest (and the bcrypt module refuses it)."""
+    secret(value)
+    size = len(value.encode())
+    if size > BCRYPT_MAX_BYTES:
+        raise ValueError(f"is {size} bytes long, but bcrypt (which hashes it for Caddy's basic_auth) reads "
+                         f"only the first {BCRYPT_MAX_BYTES}; choose one of at most {BCRYPT_MAX_BYTES} bytes "
+                         "(e.g. 32 random letters and digits)")
     return value
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -31,7 +84,11 @@ _SIZE = re.compile(r"^(\d+)([kmg])$")
 _PY_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?$")
 _NODE_MODULE = re.compile(r"^(@[a-z0-9~][a-z0-9._~-]*/)?[a-z0-9~][a-z0-9._~-]*(/[A-Za-z0-9._~-]+)*$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# a Caddyfile token: no quote, brace, #, space or placeholder can start a new token or block
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))+$")
+# letters, digits and . _ - + @ between slashes: no colon (it splits a Compose volume spec), no
+# space or quote (commands on the server), no $ (Compose interpolation)
+_SERVER_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+/?$|^/$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IMAGE = re.compile(r"^[a-z0-9]+([._/:@-][A-Za-z0-9_.-]+)*$")
 
@@ -137,9 +194,21 @@ def unix_user(value) -> str:
 
 
 def email(value) -> str:
+    """An email address as ACME and the Caddyfile take it: ops@example.com."""
     if isinstance(value, str) and _EMAIL.fullmatch(value):
         return value
-    raise ValueError(f"{shown(value)} is not an email address")
+    raise ValueError(f"{shown(value)} is not an email address (expected e.g. ops@example.com: letters, digits "
+                     "and . _ % + - before the @, a domain name after it)")
+
+
+def server_path(value) -> str:
+    """An absolute folder on the server, such as /srv/jobagent (without a trailing slash). It lands
+    in Compose volume specs and in commands run there, so its characters are few."""
+    if isinstance(value, str) and _SERVER_PATH.fullmatch(value) and ".." not in value.split("/"):
+        return value.rstrip("/") or "/"
+    raise ValueError(f"{shown(value)} is not an absolute path of letters, digits and . _ - + @ between "
+                     "slashes (expected e.g. /srv/opskit; a colon, space, quote or $ cannot reach the server "
+                     "unchanged)")
 
 
 def image(value) -> str:
@@ -171,7 +240,15 @@ def env_var_name(value) -> str:
 
 
 def argv(value) -> tuple[str, ...]:
-    """A command as a list of words (never a shell string)."""
+    """A command as a list of words (never a shell string). Any text but NUL: Compose gets each word
+    escaped (`$` included) and runs it without a shell, so it arrives as written."""
     if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
-        return tuple(str(v) for v in value)
+        words = tuple(str(v) for v in value)
+        if not words[0]:
+            raise ValueError("the first word (the program) is empty")
+        for i, word in enumerate(words):
+            if "\0" in word or not is_utf8(word):
+                raise ValueError(f"word {i} ({shown(word)}) holds a NUL or is not valid UTF-8 text, which no "
+                                 "command can carry")
+        return words
     raise ValueError("expected a command as a non-empty list of words, e.g. [uvicorn, app.main:app]")

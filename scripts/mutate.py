@@ -66,11 +66,15 @@ RECOVERY_TESTS = ("tests/unit/test_recovery.py", "tests/unit/test_deploy_plan.py
 
 MUTATIONS = [
     # -- the deploy lock and recovery ----------------------------------------------------------
+    Mutation("lock-not-exclusive", "opskit/lock.py", "if mv -T {new} {lock} 2>/dev/null",
+             "if mv {new} {lock} 2>/dev/null", ("tests/unit/test_lock_race.py",),
+             what="two deploys can both hold the lock (without -T, mv puts the second lock inside the first)"),
     Mutation("lock-mkdir-p", "opskit/deploy.py", "if mkdir {lock} 2>/dev/null", "if mkdir -p {lock} 2>/dev/null",
-             ("tests/unit/test_lock_race.py",), what="two deploys can both hold the lock"),
-    Mutation("lock-held-exits-0", "opskit/deploy.py", "exit {LOCK_HELD}; fi", "exit 0; fi",
+             ("tests/unit/test_lock_race.py",), what="two deploys can both hold the lock (the mkdir lock of "
+             "before opskit/lock.py: `not found` once that is in)"),
+    Mutation("lock-held-exits-0", "opskit/lock.py", ">&2; exit {LOCK_HELD}", ">&2; exit 0",
              ("tests/unit/test_lock_race.py",), what="a deploy that finds the lock taken carries on"),
-    Mutation("lock-break-ignored", "opskit/deploy.py", '(f"rm -rf {lock} && " if breaking else "")', '""',
+    Mutation("lock-break-ignored", "opskit/lock.py", '(f"rm -rf {lock} && " if breaking else "")', '""',
              ("tests/unit/test_lock_race.py",), what="--break-lock cannot break a stale lock"),
     Mutation("no-recovery-past-the-lock", "opskit/deploy.py", "if failed <= Phase.LOCK:\n        return None",
              "if failed <= Phase.FINISH:\n        return None", RECOVERY_TESTS,
@@ -103,7 +107,9 @@ MUTATIONS = [
     Mutation("roles-statements-logged", "opskit/postgres.py", "SET log_statement = 'none';",
              "SET log_statement = 'all';", ROLES_TESTS, INTEGRATION,
              what="ALTER ROLE ... PASSWORD lands in the server log"),
-    Mutation("roles-plain-passwords-on-stdin", "opskit/db.py", "scram.verifier(", "(lambda p, r: p)(",
+    Mutation("roles-plain-passwords-on-stdin", "opskit/db.py",
+             'ui = scram.verifier(s["postgres_ui_password"].reveal(), pg.ui_role)',
+             'ui = s["postgres_ui_password"].reveal()',
              ("tests/unit/test_postgres_sql.py",), what="db.roles sends plain passwords instead of SCRAM verifiers"),
     # -- the prisma guard -----------------------------------------------------------------------
     Mutation("guard-exits-0-on-violation", "opskit/prisma/__main__.py", "return 1 if found else 0", "return 0",
@@ -128,13 +134,16 @@ MUTATIONS = [
              "if False:\n            plan.add(check_step(build, image))", ("tests/unit/test_guards.py", "tests/unit/test_deploy_plan.py"),
              what="images are promoted without any import check"),
     # -- the runner -----------------------------------------------------------------------------
-    Mutation("runner-ignores-exit-code", "opskit/runner.py", "if code != 0:\n            raise StepFailed(step, code, output)",
-             "if False:\n            raise StepFailed(step, code, output)", ("tests/unit/test_runner.py",),
+    Mutation("runner-ignores-exit-code", "opskit/runner.py",
+             "if code != 0:\n            raise StepFailed(step, code, mask(output))",
+             "if False:\n            raise StepFailed(step, code, mask(output))", ("tests/unit/test_runner.py",),
              what="a failed command is taken for a success and the plan carries on"),
     Mutation("runner-check-ignores-exit-code", "opskit/runner.py", "if code != 0 or (step.expect",
              "if (step.expect", ("tests/unit/test_runner.py",), what="a failing check passes"),
-    Mutation("runner-no-timeout", "opskit/runner.py", "if deadline and time.monotonic() > deadline:",
-             "if False:", ("tests/unit/test_runner.py",), what="a hung command hangs the deploy"),
+    Mutation("runner-no-timeout", "opskit/runner.py", "code = proc.wait(timeout=step.timeout)", "code = proc.wait()",
+             ("tests/unit/test_runner.py",), what="a hung local command hangs the deploy"),
+    Mutation("ssh-no-timeout", "opskit/ssh.py", "if deadline and time.monotonic() > deadline:", "if False:",
+             ("tests/e2e",), E2E, what="a hung server command hangs the deploy (needs a server: e2e)"),
     # -- Caddy: template and real server ----------------------------------------------------------
     Mutation("caddy-basic-auth-one-path", "caddy/Caddyfile.j2", "\tbasic_auth {", "\tbasic_auth /nothing/* {",
              ("tests/integration/test_caddy.py",), INTEGRATION, what="Flower is open on every other path"),
@@ -296,7 +305,8 @@ def main(argv=None) -> int:
             else:
                 result = "killed" if status != "timeout" else "killed (timeout)"
                 detail = first_failure(output)
-            rows.append((m, result, str(path.relative_to(copy)), seconds, detail))
+            where = str(path.relative_to(copy))
+            rows.append((m, result, where if where == m.hint else f"{where} (moved?)", seconds, detail))
             print(f"{m.name:38} {result:16} {seconds:6.1f}s  {detail[:100]}", flush=True)
             if args.verbose:
                 print("  " + output.replace("\n", "\n  "), flush=True)

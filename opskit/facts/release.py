@@ -19,10 +19,16 @@ class Lock:
     holder: str
     since: float  # unix time
     release: str
-    pid: int | None = None
+    deploy_id: str = ""
+    renewed: float | None = None  # when its holder last renewed the lease (the info file's time)
+
+    def idle(self, now: float) -> float | None:
+        """Seconds since the lease was renewed (None when unknown)."""
+        return None if self.renewed is None or not now else max(now - self.renewed, 0.0)
 
     def describe(self) -> str:
-        return f"{self.holder} since {self.since:.0f} (release {self.release})"
+        deploy = f" (deploy {self.deploy_id[:12]})" if self.deploy_id else ""
+        return f"{self.holder}{deploy} since {self.since:.0f} (release {self.release})"
 
 
 @dataclass(frozen=True)
@@ -41,19 +47,22 @@ def parse_on_disk(text: str) -> OnDisk:
     s = sections(text)
     link = s.get("current", "").strip().rstrip("/")
     names = tuple(n.strip() for n in s.get("releases", "").splitlines() if n.strip() and "." not in n)
-    return OnDisk(posixpath.basename(link) or None, names, parse_lock(s.get("lock", "")))
+    renewed = s.get("lock_renewed", "").strip()
+    return OnDisk(posixpath.basename(link) or None, names,
+                  parse_lock(s.get("lock", ""), float(renewed) if renewed.isdigit() else None))
 
 
-def parse_lock(text: str) -> Lock | None:
+def parse_lock(text: str, renewed: float | None = None) -> Lock | None:
     """The lock's info file (one JSON object), or None when no deploy holds the lock."""
     text = text.replace("\n", "").strip()
     if not text:
         return None
     try:
         raw = json.loads(text)
-        return Lock(raw.get("holder", "?"), float(raw.get("since", 0)), raw.get("release", "?"), raw.get("pid"))
+        return Lock(str(raw.get("holder", "?")), float(raw.get("since", 0)), str(raw.get("release", "?")),
+                    str(raw.get("deploy_id", "")), renewed)
     except (ValueError, TypeError, AttributeError):
-        return Lock("unreadable lock file", 0.0, "?")
+        return Lock("unreadable lock file", 0.0, "?", renewed=renewed)
 
 
 # -- the current release in detail (what the smoke suite checks) --------------------------------------------

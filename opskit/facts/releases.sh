@@ -1,9 +1,11 @@
 # The releases on disk: where the `current` link $1 points, the folders in $2 (oldest first),
-# and the deploy lock's info file $3 (there only while a deploy holds the lock).
+# and the deploy lock's info file $3 (there only while a deploy holds the lock; its time is the lease).
 sec current
 readlink "$1" 2>/dev/null
 sec releases
 ls -1tr "$2" 2>/dev/null
 sec lock
 cat "$3" 2>/dev/null
+sec lock_renewed
+stat -c %Y "$3" 2>/dev/null
 true

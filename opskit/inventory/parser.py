@@ -113,7 +113,7 @@ class Parser:
         return Environment(
             name=self.name,
             ssh=self.ssh(),
-            remote_dir=self.typed(_absolute, "remote_dir"),
+            remote_dir=self.typed(values.server_path, "remote_dir"),
             keep_releases=self.typed(values.positive_int, "keep_releases", required=False, default=5),
             project=self.typed(_project, "project", required=False, default="jobagent"),
             domains=self.domains(),
@@ -329,12 +329,6 @@ class Parser:
         )
 
 
-def _absolute(value) -> str:
-    if isinstance(value, str) and value.startswith("/") and ".." not in value.split("/") and values.plain_text(value):
-        return value.rstrip("/") or "/"
-    raise ValueError(f"{values.shown(value)} is not an absolute path (expected e.g. /srv/opskit)")
-
-
 def _project(value) -> str:
     if isinstance(value, str) and re.fullmatch(r"^[a-z0-9][a-z0-9_-]*$", value):
         return value
@@ -352,8 +346,9 @@ def _registry(value) -> str:
 
 
 def _identifier(value) -> str:
-    """A Postgres name. Any text up to 63 bytes is allowed: it is always quoted as an identifier."""
-    if isinstance(value, str) and value and len(value.encode()) <= 63 and "\x00" not in value:
+    """A Postgres name. Any one line of text up to 63 bytes is allowed: it is always quoted as an
+    identifier (SQL), escaped for Compose and percent-encoded in URLs."""
+    if isinstance(value, str) and values.plain_text(value) and len(value.encode()) <= 63:
         return value
     raise ValueError(f"{values.shown(value)} is not a Postgres name (1 to 63 bytes)")
 

@@ -65,10 +65,21 @@ def resolve_secrets(environment: str, refs: dict, file_path: Path | None, where,
             problems.append(f"{key}: {values.shown(ref)} is not a secret reference (expected env:VARIABLE or file:KEY; "
                             "never the secret itself)")
             continue
+        try:
+            check_secret(name, value)
+        except ValueError as exc:
+            problems.append(f"{key}: the value {exc}")
+            continue
         out[name] = Secret(value, name)
     if problems:
         raise SecretError(problems)
     return out
+
+
+def check_secret(name: str, value) -> str:
+    """The secret's value if every service can read it back byte for byte, else ValueError saying
+    why (never quoting the value). Render checks again what it is given."""
+    return (values.bcrypt_password if name == "flower_password" else values.secret)(value)
 
 
 def _read_file(path: Path, where, problems) -> dict | None:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.e2e.live import Live, local_env
+from tests.e2e.live import Live
 
 
 def pytest_configure(config):
@@ -17,7 +17,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def vps_session():
     """The `local` environment's VPS as a `Live`, not yet brought up (see `live`)."""
-    vps = Live(local_env(os.environ.get("OPSKIT_INVENTORY")))
+    vps = Live(os.environ.get("OPSKIT_INVENTORY"))
     yield vps
     vps.close()
 

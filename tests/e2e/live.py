@@ -26,13 +26,22 @@ CADDY_ROOT_CERT = "/data/caddy/pki/authorities/local/root.crt"
 class Live:
     """The simulated VPS of `env` and what the tests do on it, over one connection."""
 
-    def __init__(self, env):
-        self.env = env
-        self.layout = Layout(env.remote_dir)
-        self.connection = Connection(env.ssh, timeout=10)
+    def __init__(self, inventory_path=None):
+        self.inventory_path = inventory_path
+        self.outcome = None  # the last deploy's, when this session made one
+        self.reload()
+
+    def reload(self) -> "Live":
+        """Read the inventory and its secrets again, and connect anew (after something outside this
+        object, such as README's deploy command, made a new VPS and new secrets)."""
+        if getattr(self, "connection", None) is not None:
+            self.connection.close()
+        self.env = local_env(self.inventory_path)
+        self.layout = Layout(self.env.remote_dir)
+        self.connection = Connection(self.env.ssh, timeout=10)
         self.remote = Remote(self.connection)
         self._web: tuple | None = None  # (caddy data volume's creation time, Web)
-        self.outcome = None  # the last deploy's, when this session made one
+        return self
 
     # -- bringing it up
 
@@ -156,3 +165,21 @@ class Live:
 def local_env(path=None):
     """The `local` environment, its generated secrets made first (as `invoke deploy` does)."""
     return load_with_secrets("local", path=path)
+
+
+def inventory_copy(folder, edit=None):
+    """The repository's inventory written to `folder` with every relative path made absolute (so it
+    reads the same from there), after `edit(raw)`; its path, for OPSKIT_INVENTORY."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "inventory.yaml").read_text())
+    for build in raw["defaults"]["builds"].values():
+        build["context"] = str(ROOT / build["context"])
+    local = raw["environments"]["local"]
+    local["ssh"] = {k: (str(ROOT / v) if k in ("key_file", "known_hosts") else v) for k, v in local["ssh"].items()}
+    local["secrets_file"] = str(ROOT / local["secrets_file"])
+    if edit:
+        edit(raw)
+    path = folder / "inventory.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

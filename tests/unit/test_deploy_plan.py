@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from opskit import deploy, render
+from opskit import deploy, lock, render
 from opskit.images import LocalImage
 from opskit.facts import Lock, ServerFacts, parse_deploy
 from opskit.ship import chain_ids
 from opskit.steps import ShipImage
-from opskit.steps import Run, WriteFile
+from opskit.steps import Phase, Run, WriteFile
 
 FRESH = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current=None, now=1_000_000.0)
 
@@ -162,28 +162,52 @@ def test_preflight_refuses_a_server_without_docker_or_disk(env):
     assert len(problems) == 3 and "no Docker engine" in problems[0] and "only 100 MB free" in problems[2]
 
 
-def test_a_held_lock_refuses_and_names_its_holder(env):
-    facts = ServerFacts(**{**FRESH.__dict__, "lock": Lock("ci@runner", FRESH.now - 60, "abc")})
-    assert deploy.preflight(env, facts, deploy.Options()) == [
-        "a deploy is in progress: lock held by ci@runner since 999940 (release abc); wait for it to finish"]
+def held(since_ago: float, renewed_ago: float | None) -> ServerFacts:
+    renewed = None if renewed_ago is None else FRESH.now - renewed_ago
+    return ServerFacts(**{**FRESH.__dict__, "lock": Lock("ci@runner", FRESH.now - since_ago, "abc", "d" * 32, renewed)})
 
 
-def test_only_a_stale_lock_can_be_broken(env, release):
-    young = ServerFacts(**{**FRESH.__dict__, "lock": Lock("ci@runner", FRESH.now - 60, "abc")})
-    assert "only 60 s old" in deploy.preflight(env, young, deploy.Options(break_lock=True))[0]
-    old = ServerFacts(**{**FRESH.__dict__, "lock": Lock("ci@runner", FRESH.now - 7200, "abc")})
-    assert "--break-lock" in deploy.preflight(env, old, deploy.Options())[0]
-    assert deploy.preflight(env, old, deploy.Options(break_lock=True)) == []
-    lock = next(s for s in plan_for(env, release, old, break_lock=True) if s.title.startswith("take"))
-    assert "breaking a stale one" in lock.title
+def test_a_held_lock_refuses_and_names_its_holder_and_deploy_id(env):
+    assert deploy.preflight(env, held(600, 10), deploy.Options()) == [
+        f"a deploy is in progress: lock held by ci@runner (deploy {'d' * 12}) since 999400 (release abc), "
+        "its lease renewed 10 s ago; wait for it to finish"]
+
+
+def test_a_live_holders_lock_is_never_broken_however_old(env):
+    assert "it is alive, so --break-lock leaves it" in deploy.preflight(env, held(7200, 30), deploy.Options(break_lock=True))[0]
+
+
+@pytest.mark.parametrize("renewed_ago", [lock.LEASE_S + 1, 3600, None])
+def test_a_stale_lock_is_named_stale_and_broken_at_once_with_break_lock(env, release, renewed_ago):
+    stale = held(60, renewed_ago)
+    [problem] = deploy.preflight(env, stale, deploy.Options())
+    assert problem.startswith("a stale deploy lock is left by ci@runner") and "--break-lock" in problem
+    assert deploy.preflight(env, stale, deploy.Options(break_lock=True)) == []
+    take = next(s for s in plan_for(env, release, stale, break_lock=True) if s.phase == Phase.LOCK)
+    assert "breaking a stale one" in take.title
+
+
+def test_a_deploy_finding_its_own_lock_is_not_refused_by_it(env):
+    facts = held(60, 5)
+    assert lock.problems(facts.lock, facts.now, breaking=False, own="d" * 32) == []
 
 
 def test_recovery_brings_the_previous_release_back_and_frees_the_lock(env, release):
     facts = ServerFacts(**{**FRESH.__dict__, "current": "prev", "releases": ("prev",)})
     plan = deploy.plan_recovery(env, release, facts, started=True)
+    brought = len(set(release.images.values()))
     assert titles(plan) == ["install the config of prev", "bring the previous release prev back", "reload caddy",
-                            f"remove the unfinished release {release.id}", "release the deploy lock"]
+                            f"remove the unfinished release {release.id}",
+                            f"remove the {brought} image(s) this deploy brought", "release the deploy lock"]
     assert titles(deploy.plan_recovery(env, release, facts, started=False))[0].startswith("remove the unfinished")
+
+
+def test_recovery_removes_only_the_images_the_server_did_not_have_and_never_by_force(env, release):
+    had = sorted(set(release.images.values()))[:2]
+    facts = ServerFacts(**{**FRESH.__dict__, "current": "prev", "releases": ("prev",), "images": frozenset(had)})
+    [remove] = [s for s in deploy.plan_recovery(env, release, facts, started=False) if "image(s)" in s.title]
+    removed = set(remove.argv[4:])
+    assert removed == set(release.images.values()) - set(had) and "-f" not in remove.argv[:4]
 
 
 def _probe_output(**sections) -> str:

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from opskit import deploy
-from opskit.errors import StepFailed
-from opskit.facts import ServerFacts
+from opskit.errors import ConnectionLost, DeployRefused, StepFailed
+from opskit.facts import Lock, ServerFacts
 from opskit.steps import Phase, Plan
 
 FACTS = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current="prev", releases=("prev",),
@@ -25,6 +25,9 @@ class FailingRunner:
 
     def say(self, text: str) -> None:
         pass
+
+    def quietly(self, step):  # the lock's lease, renewed in the background
+        return None
 
     def run(self, plan: Plan):
         self.plans.append(plan)
@@ -90,3 +93,53 @@ def test_a_failed_rollback_gives_the_lock_back_only_once_it_holds_it(env, monkey
         with pytest.raises(StepFailed):
             deploy.rollback(env, None, runner)
         assert (len(runner.plans) == 2) == unlocks, fail_at
+
+
+def test_losing_the_race_for_the_lock_is_a_refusal_naming_the_winner(env, release, monkeypatch):
+    monkeypatch.setattr(deploy, "gather", lambda env, connection: FACTS)
+    monkeypatch.setattr(deploy.images, "local_images", lambda refs: {})
+    winner = '{"deploy_id": "0123456789abcdef0123", "holder": "ci@runner", "release": "r9", "since": 1000}'
+
+    class LoserRunner(FailingRunner):
+        def run(self, plan):
+            self.plans.append(plan)
+            if len(self.plans) == 1:
+                take = next(s for s in plan if s.phase == Phase.LOCK)
+                raise StepFailed(take, deploy.LOCK_HELD, f"deploy lock held by: {winner}")
+            return []
+
+    runner = LoserRunner(0)
+    with pytest.raises(DeployRefused) as info:
+        deploy.deploy(env, release, None, runner, deploy.Options(), "abc123")
+    assert info.value.exit_code == 5 and "ci@runner (deploy 0123456789ab)" in str(info.value)
+    assert len(runner.plans) == 1  # the lock is not ours: nothing to recover
+
+
+def test_a_lost_link_recovers_over_a_new_connection_when_the_lock_is_still_ours(env, release, monkeypatch):
+    options = deploy.Options()
+    mine = dataclasses.replace(FACTS, lock=Lock("me", 0.0, release.id, options.deploy_id, 0.0))
+    seen = iter([FACTS, mine])
+    monkeypatch.setattr(deploy, "gather", lambda env, connection: next(seen))
+    monkeypatch.setattr(deploy.images, "local_images", lambda refs: {})
+
+    class Link:
+        reconnected = 0
+
+        def reconnect(self):
+            self.reconnected += 1
+
+    class CutRunner(FailingRunner):
+        def run(self, plan):
+            self.plans.append(plan)
+            if len(self.plans) == 1:
+                ship = next(s for s in plan if s.phase == Phase.SHIP)
+                raise ConnectionLost("127.0.0.1: the connection was lost during step `ship`", ship)
+            return []
+
+    runner, link = CutRunner(0), Link()
+    with pytest.raises(ConnectionLost) as info:
+        deploy.deploy(env, release, link, runner, options, "abc123")
+    assert link.reconnected == 1 and info.value.exit_code == 4
+    assert "reconnected and recovered" in str(info.value)
+    [recovery] = runner.plans[1:]
+    assert recovery.steps[-1].argv == deploy.release_lock(deploy.Layout(env.remote_dir)).argv

@@ -1,0 +1,97 @@
+"""Faults a deploy must live through on the simulated VPS: the SSH link cut while it ships."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from opskit import ROOT
+from tests.e2e.live import inventory_copy
+
+pytestmark = pytest.mark.e2e
+
+
+class HealthLoad(threading.Thread):
+    """GET https://api.<domain>/health through Caddy every 100 ms (loopback only), counting failures."""
+
+    def __init__(self, live):
+        super().__init__(daemon=True)
+        self.live, self.sent, self.failed, self.stop = live, 0, [], threading.Event()
+
+    def run(self):
+        web = self.live.web()
+        while not self.stop.wait(0.1):
+            self.sent += 1
+            try:
+                status = web.request(self.live.env.domains.api, "/health", timeout=30).status
+                if status != 200:
+                    self.failed.append(status)
+            except OSError as exc:
+                self.failed.append(repr(exc))
+
+
+def code_only_change(tmp_path):
+    """A copy of the API's context with one comment more: a code-only change."""
+    api = tmp_path / "api"
+    shutil.copytree(ROOT / "tests/fixtures/app/api", api, ignore=shutil.ignore_patterns("__pycache__"))
+    main = api / "app" / "main.py"
+    main.write_text(main.read_text() + f"\n# e2e code-only change {time.time_ns()}\n")
+    return inventory_copy(tmp_path, lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
+
+
+def invoke_deploy(inventory, *flags) -> subprocess.Popen:
+    env = {**os.environ, "OPSKIT_INVENTORY": str(inventory), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--yes", "--no-smoke", *flags], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def serving_sshd_pids(live) -> list[str]:
+    """The sshd processes serving the deploy user's connections, read inside the VPS (not over SSH)."""
+    done = subprocess.run(["docker", "exec", live.env.vps.container, "pgrep", "-f", f"sshd: {live.env.ssh.user}"],
+                          capture_output=True, text=True)
+    return done.stdout.split()
+
+
+def test_a_link_cut_mid_ship_is_recovered_and_the_next_deploy_just_works(live, tmp_path):
+    before = live.snapshot()
+    inventory = code_only_change(tmp_path)
+    load = HealthLoad(live)
+    load.start()
+    deploy = invoke_deploy(inventory)
+    lines, cut = [], False
+    try:
+        for line in deploy.stdout:
+            lines.append(line)
+            if not cut and "] ship " in line:
+                time.sleep(1.0)  # well inside the transfer
+                pids = serving_sshd_pids(live)
+                assert pids, "no sshd process serves the deploy user"
+                subprocess.run(["docker", "exec", live.env.vps.container, "kill", "-9", *pids], check=True)
+                cut = True
+        code = deploy.wait(timeout=600)
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+        load.stop.set()
+        load.join(40)
+    output = "".join(lines)
+    assert cut, f"the deploy shipped nothing, so the link was never cut:\n{output[-3000:]}"
+    assert code == 4, output[-3000:]
+    assert "Traceback" not in output
+    assert "the connection was lost" in output and "during step `ship " in output
+    assert "reconnected and recovered" in output, output[-3000:]
+    after = live.snapshot()
+    assert after["current"] == before["current"] and after["lock"] == "" and after["releases"] == before["releases"]
+    assert load.sent > 20 and load.failed == [], load.failed[:5]
+
+    again = invoke_deploy(inventory)  # no manual step: the plain next deploy
+    output = again.communicate(timeout=900)[0]
+    assert again.returncode == 0, output[-3000:]
+    assert live.snapshot()["current"] != before["current"]
+    live.deploy(live.env)  # the sources' own release again, for the tests after this one

@@ -1,0 +1,334 @@
+"""Every value reaches its destination unchanged, or is refused by name: checked on the real
+parsers (`docker compose config` for the compose and env files, `caddy adapt` for the Caddyfile)
+over generated values, hostile ones included.
+
+Each property states the rule for any input: either inventory loading refuses the value with its
+key path (a secret's value never in the message), or the rendered release, read back by the real
+parser, holds exactly the value given.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import bcrypt
+import pytest
+import yaml
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
+
+from opskit import ROOT, inventory, render, values
+from opskit.errors import InventoryError, RenderError
+from opskit.inventory import APP_SERVICES, SECRET_NAMES
+from tests.integration.caddy_process import CADDY
+
+pytestmark = [pytest.mark.docker, pytest.mark.caddy]
+
+ENV = "production"
+BOUNDED = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# text as a careless or hostile user types it: the characters every parser on the way treats
+# specially, plus any Unicode (hypothesis's text() leaves out lone surrogates; examples add one)
+TRICKY = "\\\"'`$#= {}:@/%?&;|\n\r\t\0\x7f\x85\u2028é€😀"
+any_text = st.text(min_size=1, max_size=24) | st.text(TRICKY + "ab", min_size=1, max_size=24)
+no_nul = st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size=24) | st.text(
+    TRICKY.replace("\0", "") + "ab", max_size=24)
+
+
+# -- the real parsers ----------------------------------------------------------------------------
+
+
+def compose_config(folder: Path) -> dict:
+    """`docker compose config` of the folder's compose file, env files resolved into `environment`.
+    Its output is a compose file again, so it writes each literal `$` as `$$`: read that back."""
+    done = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=folder,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return _undollar(json.loads(done.stdout))
+
+
+def _undollar(node):
+    if isinstance(node, dict):
+        return {k: _undollar(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_undollar(v) for v in node]
+    return node.replace("$$", "$") if isinstance(node, str) else node
+
+
+def caddy_adapt(path: Path) -> dict:
+    done = subprocess.run([CADDY, "adapt", "--config", str(path), "--adapter", "caddyfile"], capture_output=True,
+                          text=True, timeout=60, env={"HOME": str(path.parent), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def found(node, key):
+    """Every value under `key`, anywhere in a parsed JSON document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            yield from found(v, key)
+    elif isinstance(node, list):
+        for v in node:
+            yield from found(v, key)
+
+
+def cases(**fields):
+    """One value per field: all from their accepted strategy (half of the examples), or with some
+    fields from the hostile one, so both halves of each rule are exercised."""
+
+    @st.composite
+    def draw_case(draw):
+        hostile = draw(st.booleans())
+        return {name: draw(bad if hostile and draw(st.booleans()) else good) for name, (good, bad) in fields.items()}
+
+    return draw_case()
+
+
+# -- the inventory under test --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """The real inventory, its build contexts in a temporary folder, and a scratch folder."""
+    folder = tmp_path_factory.mktemp("arrive")
+    raw = yaml.safe_load((ROOT / "inventory.yaml").read_text())
+    for name in ("api", "frontend"):
+        ctx = folder / "ctx" / name
+        ctx.mkdir(parents=True)
+        (ctx / "Dockerfile").write_text(f"FROM scratch\nLABEL name={name}\n")
+        raw["defaults"]["builds"][name]["context"] = str(ctx)
+    return raw, folder
+
+
+def load(base, edit=None, secrets=None):
+    raw, folder = base
+    raw = copy.deepcopy(raw)
+    if edit:
+        edit(raw["environments"][ENV])
+    given = {name: f"plain-{name}" for name in SECRET_NAMES} | (secrets or {})
+    environ = {f"OPSKIT_{name.upper()}": value for name, value in given.items()}
+    return inventory.parse(raw, ENV, base=folder, environ=environ)
+
+
+def written(base, env, name="release") -> Path:
+    out = base[1] / name
+    return render.write(render.render(env), out)
+
+
+def refused_at(exc: InventoryError, path: str) -> list[str]:
+    return [p for p in exc.problems if p.startswith(f"environments.{ENV}.{path}:")]
+
+
+# -- env files: the encoding -----------------------------------------------------------------------
+
+
+@BOUNDED
+@given(st.lists(no_nul, min_size=1, max_size=12))
+@example(["ends in a backslash\\", "next secret", "x'y\"z\\", "$HOME ${X:-y} $$ \\$", " # not a comment ", ""])
+def test_any_text_but_nul_is_read_back_from_an_env_file_as_written(base, texts):
+    """The encoding alone, beyond what secrets may hold (newlines, tabs): one env file, many values."""
+    folder = base[1] / "envfile"
+    folder.mkdir(exist_ok=True)
+    variables = [(f"V{i}", text) for i, text in enumerate(texts)]
+    (folder / "one.env").write_bytes(render._env_file("one", variables))
+    (folder / "docker-compose.yml").write_text("services:\n  one:\n    image: scratch\n    env_file: [./one.env]\n")
+    environment = compose_config(folder)["services"]["one"].get("environment") or {}
+    assert {k: environment.get(k) for k, _ in variables} == dict(variables)
+
+
+def test_nul_cannot_be_written_to_an_env_file_and_the_message_names_the_key_only():
+    with pytest.raises(RenderError) as info:
+        render._env_file("api", [("API_KEY", "top\0secret")])
+    assert str(info.value).startswith("env/api.env: the value of API_KEY holds a NUL") and "top" not in str(info.value)
+
+
+# -- rule 2: secrets arrive byte-identical or are refused --------------------------------------------
+
+
+secret_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cc"]), min_size=1, max_size=24) | st.text(
+    TRICKY.replace("\0", "").replace("\n", "").replace("\r", "").replace("\t", "").replace("\x7f", "") + "ab",
+    min_size=1, max_size=24)
+secret_values = cases(**{name: (secret_text, any_text | st.text(min_size=60, max_size=90)) for name in SECRET_NAMES})
+
+
+@BOUNDED
+@given(secret_values)
+@example({name: "ends in a backslash\\" for name in SECRET_NAMES})
+@example({name: f"{i}'\"$HOME ${{X}} #=%:@/ é😀" for i, name in enumerate(SECRET_NAMES)})
+@example({**{name: "fine" for name in SECRET_NAMES}, "flower_password": "x" * 100, "api_key": "line\n",
+          "redis_password": "\ud800"})
+def test_every_secret_arrives_byte_identical_or_is_refused_by_name(base, secrets):
+    try:
+        env = load(base, secrets=secrets)
+    except InventoryError as exc:
+        for problem in exc.problems:
+            name = re.match(r"^(?:defaults|environments\.\w+)\.secrets\.(\w+): the value ", problem)
+            assert name, problem
+            assert re.search(r"control character|UTF-8|bytes long", problem), problem
+            for value in secrets.values():
+                assert len(value) < 4 or value not in problem
+        refused = {re.match(r".*?\.secrets\.(\w+):", p).group(1) for p in exc.problems}
+        for name, value in secrets.items():
+            if name not in refused:
+                inventory.secrets.check_secret(name, value)  # accepted ones pass alone, too
+        event("refused")
+        return
+    event("accepted")
+    folder = written(base, env)
+    resolved = compose_config(folder)["services"]
+    admin, ui, redis = (secrets[k] for k in ("postgres_admin_password", "postgres_ui_password", "redis_password"))
+    assert resolved["postgres"]["environment"]["POSTGRES_PASSWORD"] == admin
+    assert resolved["postgres"]["environment"]["POSTGRES_UI_PASSWORD"] == ui
+    assert resolved["redis"]["environment"]["REDIS_PASSWORD"] == redis
+    for service in ("api", "worker"):
+        environment = resolved[service]["environment"]
+        assert environment["API_KEY"] == secrets["api_key"]
+        assert environment["APP_SECRET_KEY"] == secrets["app_secret_key"]
+        assert make_url(environment["DATABASE_URL"]).password == admin
+    frontend = resolved["frontend"]["environment"]
+    assert frontend["BETTER_AUTH_SECRET"] == secrets["better_auth_secret"]
+    assert unquote(urlsplit(frontend["DATABASE_URL"]).password) == ui
+    for service in ("api", "worker", "beat", "flower"):
+        for key in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+            assert unquote(urlsplit(resolved[service]["environment"][key]).password) == redis
+    caddy = caddy_adapt(folder / "Caddyfile")
+    [account] = [a for accounts in found(caddy, "accounts") for a in accounts]
+    assert bcrypt.checkpw(secrets["flower_password"].encode(), account["password"].encode())
+
+
+def test_a_secret_ending_in_a_backslash_arrives_and_hides_no_neighbour(base):
+    secrets = {"api_key": "key\\", "app_secret_key": "next-one"}
+    resolved = compose_config(written(base, load(base, secrets=secrets)))["services"]["api"]["environment"]
+    assert (resolved["API_KEY"], resolved["APP_SECRET_KEY"]) == ("key\\", "next-one")
+
+
+def test_a_flower_password_over_72_bytes_is_refused_by_name_not_by_bcrypt(base):
+    with pytest.raises(InventoryError) as info:
+        load(base, secrets={"flower_password": "p" * 100})
+    [problem] = info.value.problems
+    assert re.fullmatch(r"defaults\.secrets\.flower_password: the value is 100 bytes long, but bcrypt .*", problem)
+    assert "ppp" not in problem
+
+
+# -- rule 3: every value reaches the compose file unchanged, or is refused ----------------------------
+
+
+identifier = st.text(st.characters(codec="utf-8", exclude_categories=["Cc"]), min_size=1, max_size=20)
+argv = st.lists(no_nul, min_size=1, max_size=4).filter(lambda words: words[0] != "")
+server_path = st.from_regex(r"(/[A-Za-z0-9._@+-]{1,8}){1,3}", fullmatch=True)
+image = st.from_regex(r"[a-z0-9]{1,6}(/[a-z0-9]{1,6})?(:[A-Za-z0-9_.-]{1,8})?", fullmatch=True)
+
+
+@BOUNDED
+@given(cases(database=(identifier, any_text), admin=(identifier.filter(lambda a: a != "job_agent_ui"), any_text),
+             commands=(st.lists(argv, min_size=5, max_size=5), st.lists(argv | any_text.map(list), min_size=5, max_size=5)),
+             health=(st.lists(argv, min_size=5, max_size=5), st.lists(argv | st.just([]), min_size=5, max_size=5)),
+             remote_dir=(server_path, any_text), images=(st.lists(image, min_size=3, max_size=3),
+                                                         st.lists(image | any_text, min_size=3, max_size=3))))
+@example(dict(database="job$agent", admin="${USER}", commands=[["sh", "-c", "echo $HOME"]] * 5,
+              health=[["true"]] * 5, remote_dir="/srv/a:b", images=["postgres:16"] * 3))
+def test_compose_values_arrive_unchanged_or_are_refused(base, case):
+    database, admin, commands, health, remote_dir, images = (
+        case[k] for k in ("database", "admin", "commands", "health", "remote_dir", "images"))
+
+    def edit(node):
+        node["postgres"] = {"database": database, "admin_role": admin}
+        node["services"] = {name: {"command": commands[i], "healthcheck": health[i]}
+                            for i, name in enumerate(APP_SERVICES)}
+        node["remote_dir"] = remote_dir
+        node["images"] = dict(zip(("postgres", "redis", "caddy"), images))
+
+    try:
+        env = load(base, edit)
+    except InventoryError as exc:
+        checks = [("postgres.database", _ok(inventory.parser._identifier, database)),
+                  ("postgres.admin_role", _ok(inventory.parser._identifier, admin)),
+                  ("remote_dir", _ok(values.server_path, remote_dir))]
+        checks += [(f"services.{n}.command", _ok(values.argv, commands[i])) for i, n in enumerate(APP_SERVICES)]
+        checks += [(f"services.{n}.healthcheck", _ok(values.argv, health[i])) for i, n in enumerate(APP_SERVICES)]
+        checks += [(f"images.{n}", _ok(values.image, images[i])) for i, n in enumerate(("postgres", "redis", "caddy"))]
+        assert any(not ok for _, ok in checks), exc.problems
+        for path, ok in checks:
+            assert bool(refused_at(exc, path)) != ok, (path, exc.problems)
+        event("refused")
+        return
+    event("accepted")
+    resolved = compose_config(written(base, env))["services"]
+    pg = resolved["postgres"]
+    assert pg["environment"]["POSTGRES_DB"] == database and pg["environment"]["POSTGRES_USER"] == admin
+    assert pg["healthcheck"]["test"][-3:] == [admin, "--dbname", database]
+    url = make_url(resolved["api"]["environment"]["DATABASE_URL"])
+    assert (url.username, url.database) == (admin, database)
+    assert [v["source"] for v in pg["volumes"] if v["type"] == "bind"] == [f"{env.remote_dir}/postgres-init"]
+    assert [v["source"] for v in resolved["caddy"]["volumes"] if v["type"] == "bind"] == [f"{env.remote_dir}/caddy"]
+    for i, name in enumerate(APP_SERVICES):
+        assert resolved[name]["command"] == commands[i]
+        assert resolved[name]["healthcheck"]["test"] == ["CMD", *health[i]]
+    assert [resolved[n]["image"] for n in ("postgres", "redis", "caddy")] == images
+
+
+def _ok(parse, value) -> bool:
+    try:
+        parse(value)
+        return True
+    except ValueError:
+        return False
+
+
+# -- rule 3: every value reaches the Caddyfile unchanged, or is refused ---------------------------------
+
+
+label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+hostname = st.lists(label, min_size=2, max_size=4).map(".".join)
+email = st.from_regex(r"[A-Za-z0-9._%+-]{1,10}@[A-Za-z0-9]{1,8}\.[A-Za-z]{2,6}", fullmatch=True)
+flower_user = st.from_regex(r"[a-z_][a-z0-9_-]{0,12}", fullmatch=True)
+duration = st.integers(1, 10**7).map(lambda ms: f"{ms}ms") | st.integers(1, 10**5).map(lambda s: f"{s}s")
+
+
+@BOUNDED
+@given(cases(domains=(st.lists(hostname, min_size=3, max_size=3, unique=True),
+                      st.lists(hostname | any_text, min_size=3, max_size=3, unique=True)),
+             email=(email, any_text), user=(flower_user, any_text), read_timeout=(duration, duration),
+             close_delay=(duration, any_text)))
+@example(dict(domains=["app.example.com\n", "api.example.com }", "flower.example.com"], email="a{$HOME}@x.io",
+              user="admin\n", read_timeout="600s", close_delay="5m }"))
+def test_caddyfile_values_arrive_unchanged_or_are_refused(base, case):
+    domains, email, user, read_timeout, close_delay = (
+        case[k] for k in ("domains", "email", "user", "read_timeout", "close_delay"))
+
+    def edit(node):
+        node["domains"] = dict(zip(("app", "api", "flower"), domains))
+        node["tls"] = {"mode": "acme", "email": email}
+        node["flower"] = {"user": user}
+        node["sse"] = {"read_timeout": read_timeout, "heartbeat": "1ms", "stream_close_delay": close_delay}
+
+    try:
+        env = load(base, edit)
+    except InventoryError as exc:
+        checks = [(f"domains.{k}", _ok(values.hostname, d)) for k, d in zip(("app", "api", "flower"), domains)]
+        checks += [("tls.email", _ok(values.email, email)), ("flower.user", _ok(values.unix_user, user)),
+                   ("sse.stream_close_delay", _ok(values.duration, close_delay))]
+        assert any(not ok for _, ok in checks) or (read_timeout == "1ms"), exc.problems
+        for path, ok in checks:
+            assert bool(refused_at(exc, path)) != ok, (path, exc.problems)
+        event("refused")
+        return
+    event("accepted")
+    path = base[1] / "Caddyfile"
+    path.write_bytes(render.caddyfile(env))
+    caddy = caddy_adapt(path)
+    hosts = [h for match in found(caddy, "host") for h in match]
+    assert sorted(hosts) == sorted(domains)
+    assert {i["email"] for issuers in found(caddy, "issuers") for i in issuers} == {email}
+    [account] = [a for accounts in found(caddy, "accounts") for a in accounts]
+    assert account["username"] == user
+    assert list(found(caddy, "read_timeout")) == [values.duration(read_timeout).ms * 1_000_000]
+    assert list(found(caddy, "stream_close_delay")) == [values.duration(close_delay).ms * 1_000_000]
