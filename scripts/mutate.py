@@ -178,6 +178,9 @@ MUTATIONS = [
     Mutation("env-files-not-secret", "opskit/render.py", "File(_env_file(service, variables), 0o600, secret=True)",
              "File(_env_file(service, variables), 0o600, secret=False)", ("tests/unit/test_render.py", "tests/unit/test_deploy_plan.py"),
              what="secret files print and diff by value"),
+    Mutation("compose-dollar-unescaped", "opskit/render.py", """str(value).replace("$", "$$")""", "str(value)",
+             ("tests/unit/test_render.py", "tests/integration/test_compose.py"), INTEGRATION,
+             what="Compose interpolates `$` in values: Redis starts with --requirepass \"\" (needs Docker Compose)"),
     # -- secret handling --------------------------------------------------------------------------
     Mutation("secret-str-reveals", "opskit/secrets.py", "    def __str__(self) -> str:\n        return REDACTED",
              "    def __str__(self) -> str:\n        return self._value", ("tests/unit",),

@@ -224,6 +224,8 @@ def test_a_flower_password_over_72_bytes_is_refused_by_name_not_by_bcrypt(base):
 identifier = st.text(st.characters(codec="utf-8", exclude_categories=["Cc"]), min_size=1, max_size=20)
 argv = st.lists(no_nul, min_size=1, max_size=4).filter(lambda words: words[0] != "")
 server_path = st.from_regex(r"(/[A-Za-z0-9._@+-]{1,8}){1,3}", fullmatch=True)
+GOOD_COMPOSE = dict(database="job_agent", admin="job_agent_admin", commands=[["run"]] * 5, health=[["true"]] * 5,
+                    remote_dir="/srv/jobagent", images=["postgres:16", "redis:7", "caddy:2"])
 image = st.from_regex(r"[a-z0-9]{1,6}(/[a-z0-9]{1,6})?(:[A-Za-z0-9_.-]{1,8})?", fullmatch=True)
 
 
@@ -233,8 +235,11 @@ image = st.from_regex(r"[a-z0-9]{1,6}(/[a-z0-9]{1,6})?(:[A-Za-z0-9_.-]{1,8})?", 
              health=(st.lists(argv, min_size=5, max_size=5), st.lists(argv | st.just([]), min_size=5, max_size=5)),
              remote_dir=(server_path, any_text), images=(st.lists(image, min_size=3, max_size=3),
                                                          st.lists(image | any_text, min_size=3, max_size=3))))
-@example(dict(database="job$agent", admin="${USER}", commands=[["sh", "-c", "echo $HOME"]] * 5,
-              health=[["true"]] * 5, remote_dir="/srv/a:b", images=["postgres:16"] * 3))
+@example({**GOOD_COMPOSE, "database": "job$agent", "admin": "${USER}", "commands": [["sh", "-c", "echo $HOME"]] * 5})
+@example({**GOOD_COMPOSE, "database": "job_agent\n"})
+@example({**GOOD_COMPOSE, "remote_dir": "/srv/a:b"})
+@example({**GOOD_COMPOSE, "remote_dir": "/srv/$PROJECT"})
+@example({**GOOD_COMPOSE, "commands": [["celery", "--pidfile=", "-A", 'a"b\\'], ["x\ny", "\t"], ["é😀\x7f"], ["$$"], ["${X:?}"]]})
 def test_compose_values_arrive_unchanged_or_are_refused(base, case):
     database, admin, commands, health, remote_dir, images = (
         case[k] for k in ("database", "admin", "commands", "health", "remote_dir", "images"))
@@ -290,6 +295,8 @@ label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 hostname = st.lists(label, min_size=2, max_size=4).map(".".join)
 email = st.from_regex(r"[A-Za-z0-9._%+-]{1,10}@[A-Za-z0-9]{1,8}\.[A-Za-z]{2,6}", fullmatch=True)
 flower_user = st.from_regex(r"[a-z_][a-z0-9_-]{0,12}", fullmatch=True)
+GOOD_CADDY = dict(domains=["app.example.com", "api.example.com", "flower.example.com"], email="ops@example.com",
+                  user="admin", read_timeout="600s", close_delay="5m")
 duration = st.integers(1, 10**7).map(lambda ms: f"{ms}ms") | st.integers(1, 10**5).map(lambda s: f"{s}s")
 
 
@@ -298,8 +305,13 @@ duration = st.integers(1, 10**7).map(lambda ms: f"{ms}ms") | st.integers(1, 10**
                       st.lists(hostname | any_text, min_size=3, max_size=3, unique=True)),
              email=(email, any_text), user=(flower_user, any_text), read_timeout=(duration, duration),
              close_delay=(duration, any_text)))
-@example(dict(domains=["app.example.com\n", "api.example.com }", "flower.example.com"], email="a{$HOME}@x.io",
-              user="admin\n", read_timeout="600s", close_delay="5m }"))
+@example({**GOOD_CADDY, "email": "a{$HOME}@x.io"})
+@example({**GOOD_CADDY, "email": "a#b@x.io"})
+@example({**GOOD_CADDY, "email": "a}@x.io"})
+@example({**GOOD_CADDY, "domains": ["app.example.com\n", "api.example.com", "flower.example.com"]})
+@example({**GOOD_CADDY, "domains": ["app.example.com", "api.example.com }", "flower.example.com"]})
+@example({**GOOD_CADDY, "user": "admin\n"})
+@example({**GOOD_CADDY, "close_delay": "5m }"})
 def test_caddyfile_values_arrive_unchanged_or_are_refused(base, case):
     domains, email, user, read_timeout, close_delay = (
         case[k] for k in ("domains", "email", "user", "read_timeout", "close_delay"))

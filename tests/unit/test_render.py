@@ -145,6 +145,14 @@ def test_only_caddy_and_loopback_postgres_are_published(env, compose):
                          "postgres": [f"{env.postgres.publish_host}:{env.postgres.publish_port}:5432"]}
 
 
+def test_a_dollar_in_a_compose_value_is_escaped_for_the_container_to_expand(release):
+    """Compose interpolates `$VAR` in the file itself at parse time; the Redis command must keep
+    `$REDIS_PASSWORD` for the container's shell, so the file holds `$$` (else: --requirepass "")."""
+    text = release.files["docker-compose.yml"].content.decode()
+    assert '--requirepass \\"$$REDIS_PASSWORD\\"' in text or '--requirepass "$$REDIS_PASSWORD"' in text, \
+        [line for line in text.splitlines() if "requirepass" in line]
+
+
 def test_redis_requires_its_password_from_the_env_file(compose):
     redis = compose["services"]["redis"]
     assert "--requirepass" in redis["command"][-1] and "$$REDIS_PASSWORD" in redis["command"][-1]
