@@ -20,15 +20,19 @@ EXIT_ERROR, EXIT_BAD_INPUT, EXIT_STEP_FAILED, EXIT_UNREACHABLE, EXIT_REFUSED, EX
 
 
 class OpskitError(Exception):
-    """Root of every error opskit raises on purpose. Its message is meant for a person."""
+    """Root of every error opskit raises on purpose. Its message is meant for a person.
+    A subclass names its exit code in its header: `class X(OpskitError, exit_code=EXIT_...)`."""
 
     exit_code = EXIT_ERROR
 
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
-class InventoryError(OpskitError, ValueError):
+
+class InventoryError(OpskitError, ValueError, exit_code=EXIT_BAD_INPUT):
     """The inventory is invalid. Holds every problem found, each naming its key path."""
-
-    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, problems: list[str], source: str = "inventory.yaml"):
         self.problems = list(problems)
@@ -42,22 +46,16 @@ class SecretError(InventoryError):
     """A secret reference that cannot be resolved (missing variable, file or key)."""
 
 
-class RenderError(OpskitError):
+class RenderError(OpskitError, exit_code=EXIT_BAD_INPUT):
     """A template failed to render; names the template, line and the undefined name."""
 
-    exit_code = EXIT_BAD_INPUT
 
-
-class UsageError(OpskitError):
+class UsageError(OpskitError, exit_code=EXIT_BAD_INPUT):
     """A task was called with flags or arguments that cannot work together; says which."""
 
-    exit_code = EXIT_BAD_INPUT
 
-
-class StepFailed(OpskitError):
+class StepFailed(OpskitError, exit_code=EXIT_STEP_FAILED):
     """A step of a plan failed. Carries the step and the tail of its output."""
-
-    exit_code = EXIT_STEP_FAILED
 
     def __init__(self, step, returncode: int | None, output: str = ""):
         self.step = step
@@ -69,10 +67,8 @@ class StepFailed(OpskitError):
         super().__init__(f"step failed{where}: {step.describe()}{detail}")
 
 
-class ConnectionFailed(OpskitError):
+class ConnectionFailed(OpskitError, exit_code=EXIT_UNREACHABLE):
     """The server could not be reached, or it showed a host key that is not the pinned one."""
-
-    exit_code = EXIT_UNREACHABLE
 
 
 class ConnectionLost(ConnectionFailed):
@@ -83,22 +79,12 @@ class ConnectionLost(ConnectionFailed):
         super().__init__(message)
 
 
-class CommandTimeout(OpskitError):
+class CommandTimeout(OpskitError, exit_code=EXIT_STEP_FAILED):
     """A command on the server ran past its time limit (it was stopped)."""
 
-    exit_code = EXIT_STEP_FAILED
 
-
-class DeployRefused(OpskitError):
+class DeployRefused(OpskitError, exit_code=EXIT_REFUSED):
     """A preflight check said no (lock held, no Docker, disk full): nothing was changed."""
-
-    exit_code = EXIT_REFUSED
-
-
-class SmokeFailed(OpskitError):
-    """The smoke suite found the server not right (after a deploy, or on its own)."""
-
-    exit_code = EXIT_SMOKE_FAILED
 
 
 class GatherError(OpskitError):

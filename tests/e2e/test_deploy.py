@@ -112,31 +112,39 @@ def test_a_new_render_shows_no_difference_from_what_the_server_runs(live):
 # -- faults ---------------------------------------------------------------------------------------
 
 
-def test_a_failing_import_check_stops_the_deploy_before_the_server_is_touched(live, tmp_path):
+def failed_deploy_of_api(live, tmp_path, change) -> tuple[dict, StepFailed]:
+    """Deploy a copy of the API's context after `change(folder)`; the snapshot before, and the failure."""
     api = copy_api(tmp_path)
-    requirements = api / "requirements.txt"
+    change(api)
+    before = live.snapshot()
+    with pytest.raises(StepFailed) as info:
+        live.deploy(edited(lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api))))
+    return before, info
+
+
+def without_uvicorn(api) -> None:
     # uvicorn: one the image's own build-time check does not cover, so only the deploy's catches it
+    requirements = api / "requirements.txt"
     requirements.write_text("".join(line for line in requirements.read_text().splitlines(True)
                                     if not line.startswith("uvicorn")))
-    before = live.snapshot()
-    env = edited(lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
-    with pytest.raises(StepFailed) as info:
-        live.deploy(env)
+
+
+def with_a_broken_migration(api) -> None:
+    (api / "migrations/versions/0003_broken.py").write_text(
+        'revision = "0003"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade():\n    from alembic import op\n\n    op.execute('SELECT no_such_column FROM runs')\n\n\n"
+        "def downgrade():\n    pass\n")
+
+
+def test_a_failing_import_check_stops_the_deploy_before_the_server_is_touched(live, tmp_path):
+    before, info = failed_deploy_of_api(live, tmp_path, without_uvicorn)
     assert info.value.step.title.startswith("import checks of api")
     assert "import check failed: uvicorn: ModuleNotFoundError: No module named 'uvicorn'" in str(info.value)
     assert live.snapshot() == before  # same release, same containers, no lock
 
 
 def test_a_failing_migration_stops_the_deploy_and_the_previous_release_serves(live, tmp_path):
-    api = copy_api(tmp_path)
-    (api / "migrations/versions/0003_broken.py").write_text(
-        'revision = "0003"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n\n\n'
-        "def upgrade():\n    from alembic import op\n\n    op.execute('SELECT no_such_column FROM runs')\n\n\n"
-        "def downgrade():\n    pass\n")
-    before = live.snapshot()
-    env = edited(lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
-    with pytest.raises(StepFailed) as info:
-        live.deploy(env)
+    before, info = failed_deploy_of_api(live, tmp_path, with_a_broken_migration)
     assert info.value.step.title.startswith("migrate")
     assert "no_such_column" in str(info.value)
     after = live.snapshot()

@@ -69,13 +69,3 @@ def require(compose: bool = False) -> None:
     if is_expected():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
-
-
-# For modules that still decide with `skipif` at import (test_kit, test_vps, test_prisma_image,
-# tests/e2e): the same single probe. Prefer the `docker_engine` fixture, which fails in CI.
-def engine_available() -> bool:
-    return probe().answers
-
-
-def compose_available() -> bool:
-    return probe().compose

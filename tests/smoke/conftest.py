@@ -143,19 +143,11 @@ def _fact(name):
     return fixture
 
 
-host_facts = _fact("host_facts")
-clock = _fact("clock")
-release = _fact("release")
-docker = _fact("docker")
-compose_plan = _fact("compose_plan")
-caddy = _fact("caddy")
-log_hits = _fact("log_hits")
-pg_admin = _fact("pg_admin")
-pg_ui = _fact("pg_ui")
-redis_facts = _fact("redis_facts")
-probe = _fact("probe")
-sse = _fact("sse")
-sshd_auth = _fact("sshd_auth")
+# one session fixture per fact: host_facts, clock, release, docker, compose_plan, caddy, log_hits,
+# pg_admin, pg_ui, redis_facts, probe, sse, sshd_auth (`web` is built from caddy's, below)
+for _name in SOURCE_OF:
+    if _name != "web":
+        globals()[_name] = _fact(_name)
 
 
 @pytest.fixture(scope="session")

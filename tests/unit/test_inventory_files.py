@@ -154,23 +154,24 @@ def test_a_secrets_file_git_would_commit_is_refused(tmp_path):
     assert "tracked by git, or git would commit it" in problem
 
 
-def test_a_secrets_file_force_added_under_an_ignored_folder_is_refused(tmp_path):
+def ignored_folder(tmp_path):
+    """A git work tree whose `private/` folder git ignores; that folder."""
     repo = tmp_path / "repo"
     (repo / "private").mkdir(parents=True)
     git(repo, "init", "-q")
     (repo / ".gitignore").write_text("private/\n")
-    path = full_secrets(repo / "private" / "secrets.yaml")
-    git(repo, "add", "-f", "private/secrets.yaml")
+    return repo / "private"
+
+
+def test_a_secrets_file_force_added_under_an_ignored_folder_is_refused(tmp_path):
+    path = full_secrets(ignored_folder(tmp_path) / "secrets.yaml")
+    git(path.parent.parent, "add", "-f", "private/secrets.yaml")
     [problem] = secrets_problems(tmp_path, path)
     assert "tracked by git" in problem
 
 
 def test_an_ignored_untracked_secrets_file_is_accepted(tmp_path):
-    repo = tmp_path / "repo"
-    (repo / "private").mkdir(parents=True)
-    git(repo, "init", "-q")
-    (repo / ".gitignore").write_text("private/\n")
-    env = inventory.load("staging", path=staging_with(tmp_path, full_secrets(repo / "private" / "secrets.yaml")))
+    env = inventory.load("staging", path=staging_with(tmp_path, full_secrets(ignored_folder(tmp_path) / "secrets.yaml")))
     assert env.secrets["api_key"].reveal() == "value-of-api_key"
 
 
