@@ -164,11 +164,11 @@ class Connection:
                 time.sleep(0.005)
         if on_line and pending:
             on_line(pending.decode(errors="replace"))
-        transport = self._client.get_transport() if self._client is not None else None
-        if not chan.exit_status_ready() and (transport is None or not transport.is_active()):
-            raise EOFError("the server closed the link before the command ended")
         code = chan.recv_exit_status()
         chan.close()
+        transport = self._client.get_transport() if self._client is not None else None
+        if code == -1 and (transport is None or not transport.is_active()):  # closed with no exit status
+            raise EOFError("the server closed the link before the command ended")
         return Completed(code, bytes(out), bytes(err))
 
     def write_file(self, path: str, content: bytes, mode: int) -> None:

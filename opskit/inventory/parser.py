@@ -133,9 +133,9 @@ class Parser:
             secrets={},
             vps=self.vps(),
             root=self.base,
-            secret_refs=dict(self.get("secrets", required=False, default={}) or {}),
-            secrets_file=expand(self.data["secrets_file"], self.base) if self.data.get("secrets_file") else None,
-            generate_secrets=bool(self.data.get("generate_secrets")),
+            secret_refs=self.section(("secrets",), set(SECRET_NAMES), required=False),
+            secrets_file=self.typed(lambda v: expand(values.plain_text(v), self.base), "secrets_file", required=False),
+            generate_secrets=self.boolean("generate_secrets"),
         )
 
     def ssh(self) -> Target | None:
@@ -199,7 +199,9 @@ class Parser:
                 except ValueError as exc:
                     self.fail(keys + (f"import_checks[{i}]",), str(exc))
             registry = self.data.get("registry")
-            namespace = registry if isinstance(registry, str) and registry else self.data.get("project") or "jobagent"
+            project = self.data.get("project")
+            namespace = registry if isinstance(registry, str) and registry else \
+                project if isinstance(project, str) and project else "jobagent"
             repository = self.typed(values.image, *keys, "repository", required=False,
                                     default=f"{namespace.rstrip('/')}/{name}")
             if context and language:
@@ -220,6 +222,7 @@ class Parser:
         if missing and raw:
             self.fail(("services",), f"missing {', '.join(missing)} (every app service needs a build and a healthcheck)")
         builds = self.get("builds", required=False, default={}) or {}
+        builds = builds if isinstance(builds, dict) else {}
         out = {}
         for name in APP_SERVICES:
             if name not in raw:
@@ -228,7 +231,7 @@ class Parser:
             self.section(keys, {"build", "command", "healthcheck", "port"})
             build = self.text(*keys, "build")
             if build is not None and build not in builds:
-                self.fail(keys + ("build",), f"{values.shown(build)} is not a build (expected one of: {', '.join(sorted(builds))})")
+                self.fail(keys + ("build",), f"{values.shown(build)} is not a build (expected one of: {', '.join(sorted(map(str, builds)))})")
             command = self.typed(values.argv, *keys, "command", required=False)
             health = self.typed(values.argv, *keys, "healthcheck")
             port = self.typed(values.port, *keys, "port", required=False)
@@ -315,7 +318,6 @@ class Parser:
 
     def vps(self) -> Vps | None:
         raw = self.section(("vps",), {"container", "image", "http_port", "https_port"}, required=False)
-        self.section(("secrets",), set(SECRET_NAMES), required=False)
         if self.get("generate_secrets", required=False) and not raw:
             self.fail(("generate_secrets",), "only a simulated VPS (an environment with `vps:`) may generate "
                       "its secrets; give real secrets by reference (env:NAME or file:KEY)")

@@ -51,11 +51,22 @@ def invoke_deploy(inventory, *flags) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def serving_sshd_pids(live) -> list[str]:
-    """The sshd processes serving the deploy user's connections, read inside the VPS (not over SSH)."""
-    done = subprocess.run(["docker", "exec", live.env.vps.container, "pgrep", "-f", f"sshd: {live.env.ssh.user}"],
-                          capture_output=True, text=True)
-    return done.stdout.split()
+def in_vps(live, *argv) -> str:
+    """A command inside the VPS's container (through Docker, not over the SSH link under test)."""
+    return subprocess.run(["docker", "exec", live.env.vps.container, *argv], capture_output=True, text=True).stdout
+
+
+def cut_the_link_while_it_loads(live, timeout: float = 120) -> None:
+    """Once `docker load` runs on the VPS (the image is on the wire), kill the sshd processes that
+    serve the deploy user: the link breaks mid-transfer."""
+    deadline = time.monotonic() + timeout
+    while not in_vps(live, "pgrep", "-f", "docker load").split():
+        assert time.monotonic() < deadline, "no `docker load` ran on the VPS: nothing was shipped"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    pids = in_vps(live, "pgrep", "-f", f"sshd: {live.env.ssh.user}").split()
+    assert pids, "no sshd process serves the deploy user"
+    subprocess.run(["docker", "exec", live.env.vps.container, "kill", "-9", *pids], check=True)
 
 
 def test_a_link_cut_mid_ship_is_recovered_and_the_next_deploy_just_works(live, tmp_path):
@@ -69,10 +80,7 @@ def test_a_link_cut_mid_ship_is_recovered_and_the_next_deploy_just_works(live, t
         for line in deploy.stdout:
             lines.append(line)
             if not cut and "] ship " in line:
-                time.sleep(1.0)  # well inside the transfer
-                pids = serving_sshd_pids(live)
-                assert pids, "no sshd process serves the deploy user"
-                subprocess.run(["docker", "exec", live.env.vps.container, "kill", "-9", *pids], check=True)
+                cut_the_link_while_it_loads(live)
                 cut = True
         code = deploy.wait(timeout=600)
     finally:

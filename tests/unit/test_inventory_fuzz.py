@@ -66,7 +66,7 @@ def assert_bad_input_only(action) -> None:
     assert time.monotonic() - started < 10, "a hang"
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(MUTATION, min_size=1, max_size=4), st.sampled_from(["local", "staging", "production"]))
 def test_a_mutated_inventory_loads_renders_or_says_exit_2(tmp_path_factory, mutations, name):
     folder = tmp_path_factory.mktemp("fuzz")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_of_deploys_racing_for_the_lock_exactly_one_wins(tmp_path, contenders):
         codes = [r.returncode for r in results]
         assert sorted(codes) == [0] + [LOCK_HELD] * (contenders - 1), (codes, [r.stderr for r in results])
         winner = holders[codes.index(0)]
-        info = json.loads((root / "deploy.lock" / "info").read_text())
+        info = json.loads(Path(Layout(str(root)).lock_info).read_text())
         assert info["holder"] == winner and info["release"] == f"rel{codes.index(0)}"
         for result in results:  # the lock appears whole (info inside), so a loser can always name the winner
             if result.returncode == LOCK_HELD:
@@ -60,7 +61,7 @@ def test_a_held_lock_refuses_the_next_deploy_until_it_is_released(tmp_path):
     assert first.returncode == 0 and (tmp_path / "releases").is_dir()
     second = subprocess.run(lock_argv(tmp_path, "b@host"), capture_output=True, text=True)
     assert second.returncode == LOCK_HELD and '"holder": "a@host"' in second.stderr
-    assert json.loads((tmp_path / "deploy.lock" / "info").read_text())["holder"] == "a@host"  # untouched
+    assert json.loads(Path(Layout(str(tmp_path)).lock_info).read_text())["holder"] == "a@host"  # untouched
 
     release = deploy.release_lock(Layout(str(tmp_path)))
     subprocess.run(list(release.argv), check=True)
@@ -71,4 +72,4 @@ def test_breaking_a_stale_lock_takes_it(tmp_path):
     assert subprocess.run(lock_argv(tmp_path, "gone@host"), capture_output=True).returncode == 0
     broke = subprocess.run(lock_argv(tmp_path, "new@host", breaking=True), capture_output=True, text=True)
     assert broke.returncode == 0, broke.stderr
-    assert json.loads((tmp_path / "deploy.lock" / "info").read_text())["holder"] == "new@host"
+    assert json.loads(Path(Layout(str(tmp_path)).lock_info).read_text())["holder"] == "new@host"
