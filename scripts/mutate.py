@@ -115,10 +115,9 @@ MUTATIONS = [
     # -- the prisma guard -----------------------------------------------------------------------
     Mutation("guard-exits-0-on-violation", "opskit/prisma/__main__.py", "return 1 if found else 0", "return 0",
              ("tests/unit/test_guards.py",), what="the deploy ships a frontend that runs prisma migrate"),
-    Mutation("guard-exits-0-when-blind", "opskit/prisma/__main__.py",
-             'print(f"prisma guard: {exc}", file=sys.stderr)\n        return 2',
-             'print(f"prisma guard: {exc}", file=sys.stderr)\n        return 0',
-             ("tests/unit/test_guards.py",), what="an image the guard cannot read passes"),
+    Mutation("guard-exits-0-when-blind", "opskit/prisma/__main__.py", *(
+        f'print(f"prisma guard: {{exc}}", file=sys.stderr)\n        return {code}' for code in (2, 0)),
+        ("tests/unit/test_guards.py",), what="an image the guard cannot read passes"),
     Mutation("guard-allows-db-push", "opskit/prisma/walker.py", "if key in REFUSED:", "if key in ():",
              ("tests/unit/test_prisma_guard.py",), what="prisma db push / migrate are no longer refused"),
     # -- import checks --------------------------------------------------------------------------

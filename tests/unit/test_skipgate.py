@@ -42,14 +42,16 @@ def test_an_unlisted_skip_fails_the_session_naming_the_test_and_its_reason(suite
                                  "SKIPPED tests/test_gate_a.py::test_skips: no widget here (*test_gate_a.py:8)"])
 
 
+def assert_gate_quiet(result, code, **outcomes) -> None:
+    result.assert_outcomes(**outcomes)
+    assert result.ret == code and "unexpected skip" not in result.stdout.str()
+
+
 def test_a_listed_skip_passes(suite):
     suite.path.joinpath("tests/test_gate_b.py").write_text(SKIPPING)
     suite.path.joinpath("allowed.txt").write_text(
         "# comment\ntests/test_gate_b.py::test_sk*  widgets never exist in CI (they are a paid add-on)\n")
-    result = run(suite)
-    result.assert_outcomes(passed=1, skipped=1)
-    assert result.ret == pytest.ExitCode.OK
-    assert "unexpected skip" not in result.stdout.str()
+    assert_gate_quiet(run(suite), pytest.ExitCode.OK, passed=1, skipped=1)
 
 
 def test_skips_by_marker_by_fixture_and_of_a_whole_module_are_all_caught(suite):
@@ -73,10 +75,7 @@ def test_a_failing_session_stays_failing_and_xfail_is_not_a_skip(suite):
     suite.path.joinpath("tests/test_gate_e.py").write_text(
         "import pytest\n\n@pytest.mark.xfail(strict=True)\ndef test_known_bug():\n    assert False\n\n"
         "def test_fails():\n    assert False\n")
-    result = run(suite)
-    result.assert_outcomes(failed=1, xfailed=1)
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert "unexpected skip" not in result.stdout.str()
+    assert_gate_quiet(run(suite), pytest.ExitCode.TESTS_FAILED, failed=1, xfailed=1)
 
 
 def test_no_tests_collected_still_exits_5(suite):
