@@ -64,6 +64,25 @@ ROLES_TESTS = ("tests/integration/test_postgres_roles.py", "-m", "not docker")
 #: the deploy's recovery and rollback decisions (tests/unit/test_recovery.py is the lead's)
 RECOVERY_TESTS = ("tests/unit/test_recovery.py", "tests/unit/test_deploy_plan.py")
 
+#: the roles SQL (postgres-init/roles.psql.j2), judged by the real-Postgres roles tests:
+#: (name, text, its mutation, what would go wrong)
+ROLES_SQL_MUTATIONS = (
+    ("roles-keep-membership", "format('REVOKE %I FROM %I'", "format('SELECT /* %I %I */ 1'",
+     "a UI role made member of the admin role keeps the owner's rights"),
+    ("roles-ui-superuser", "WITH LOGIN NOSUPERUSER NOCREATEDB", "WITH LOGIN SUPERUSER NOCREATEDB",
+     "the UI role can do anything"),
+    ("roles-ui-all-on-tables", "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {{ ui }};",
+     "GRANT ALL ON ALL TABLES IN SCHEMA public TO {{ ui }};",
+     "the UI role may TRUNCATE and add triggers to existing tables"),
+    ("roles-public-may-create", "REVOKE CREATE ON SCHEMA public FROM PUBLIC, {{ ui }};",
+     "REVOKE CREATE ON SCHEMA public FROM {{ ui }};",
+     "on a volume from before Postgres 15, anyone may create tables in public"),
+    ("roles-no-reassign", "REASSIGN OWNED BY {{ ui }} TO {{ admin }};", "SELECT 1;",
+     "tables the UI role made earlier stay its own (it can DROP them)"),
+    ("roles-statements-logged", "SET log_statement = 'none';", "SET log_statement = 'all';",
+     "ALTER ROLE ... PASSWORD lands in the server log"),
+)
+
 MUTATIONS = [
     # -- the deploy lock and recovery ----------------------------------------------------------
     Mutation("lock-not-exclusive", "opskit/lock.py", "if mv -T {new} {lock} 2>/dev/null",
@@ -88,26 +107,8 @@ MUTATIONS = [
              "if failure.step.phase >= Phase.LOCK:", RECOVERY_TESTS,
              what="a rollback refused by the lock deletes the other deploy's lock"),
     # -- the roles SQL --------------------------------------------------------------------------
-    Mutation("roles-keep-membership", "postgres-init/roles.psql.j2", "format('REVOKE %I FROM %I'",
-             "format('SELECT /* %I %I */ 1'", ROLES_TESTS, INTEGRATION,
-             what="a UI role made member of the admin role keeps the owner's rights"),
-    Mutation("roles-ui-superuser", "postgres-init/roles.psql.j2", "WITH LOGIN NOSUPERUSER NOCREATEDB",
-             "WITH LOGIN SUPERUSER NOCREATEDB", ROLES_TESTS, INTEGRATION,
-             what="the UI role can do anything"),
-    Mutation("roles-ui-all-on-tables", "postgres-init/roles.psql.j2",
-             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {{ ui }};",
-             "GRANT ALL ON ALL TABLES IN SCHEMA public TO {{ ui }};", ROLES_TESTS,
-             INTEGRATION, what="the UI role may TRUNCATE and add triggers to existing tables"),
-    Mutation("roles-public-may-create", "postgres-init/roles.psql.j2",
-             "REVOKE CREATE ON SCHEMA public FROM PUBLIC, {{ ui }};", "REVOKE CREATE ON SCHEMA public FROM {{ ui }};", ROLES_TESTS, INTEGRATION,
-             what="on a volume from before Postgres 15, anyone may create tables in public"),
-    Mutation("roles-no-reassign", "postgres-init/roles.psql.j2", "REASSIGN OWNED BY {{ ui }} TO {{ admin }};",
-             "SELECT 1;",
-             ROLES_TESTS, INTEGRATION,
-             what="tables the UI role made earlier stay its own (it can DROP them)"),
-    Mutation("roles-statements-logged", "postgres-init/roles.psql.j2", "SET log_statement = 'none';",
-             "SET log_statement = 'all';", ROLES_TESTS, INTEGRATION,
-             what="ALTER ROLE ... PASSWORD lands in the server log"),
+    *(Mutation(name, "postgres-init/roles.psql.j2", old, new, ROLES_TESTS, INTEGRATION, what=what)
+      for name, old, new, what in ROLES_SQL_MUTATIONS),
     Mutation("roles-plain-passwords-on-stdin", "opskit/db.py",
              'ui = scram.verifier(s["postgres_ui_password"].reveal(), pg.ui_role)',
              'ui = s["postgres_ui_password"].reveal()',
