@@ -150,7 +150,9 @@ def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, force
     with Connection(environment.ssh) as conn:
         runner = Runner(conn, dry_run=dry_run)
         outcome = deploying.deploy(environment, release, conn, runner, options, source_revision(ROOT))
-    if outcome is None:  # dry run
+    if outcome is None or dry_run:  # a dry run checks nothing on the server either
+        if outcome is not None:
+            print(outcome.summary())
         return
     print(outcome.summary())
     checked = smoking.run(env) if smoke else None
