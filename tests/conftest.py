@@ -98,9 +98,6 @@ def docker_compose():
 @pytest.fixture(scope="session")
 def kit_images(docker_engine):
     """The offline image kit, built once (a no-op in seconds when it is already built)."""
-    try:  # the kit is moving into opskit/sim/ (the test bench)
-        from opskit.sim import kit
-    except ImportError:
-        from opskit import kit
+    from opskit.sim import kit
 
     kit.build_kit()
