@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from .facts.release import parse_lock
 from .layout import Layout
 from .steps import SERVER, Run
 
@@ -69,8 +70,6 @@ def renew(layout: Layout, holder: Holder) -> Run:
 
 def holder_named(stderr: str) -> str:
     """The holder a refused lock step named, in words."""
-    from .facts.release import parse_lock
-
     text = next((line[len(HELD_PREFIX):] for line in stderr.splitlines() if line.startswith(HELD_PREFIX)), "")
     found = parse_lock(text)
     return found.describe() if found else "another deploy (it had not named itself yet)"

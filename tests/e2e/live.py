@@ -45,15 +45,11 @@ class Live:
 
     # -- bringing it up
 
-    def ensure(self, fresh: bool = False) -> "Live":
+    def ensure(self) -> "Live":
         """A VPS with the current sources deployed: built, started and deployed as needed (a
-        no-op deploy when all is there). `fresh` removes the VPS first: a deploy from nothing."""
+        no-op deploy when all is there)."""
         kit.build_kit()
-        config = vps.VpsConfig.from_environment(self.env)
-        if fresh:
-            self.connection.close()
-            vps.down(config)
-        vps.up(config)
+        vps.up(vps.VpsConfig.from_environment(self.env))
         self.deploy(self.env)
         return self
 
