@@ -2,8 +2,7 @@
 
 The one description of the server's layout: releases, the `current` link, the deploy lock,
 the shared folders that containers mount, the compose argv of a release, the project's container
-filter, and health as Docker reports it. Deploy, status, the facts, the smoke suite and the tests
-all ask here.
+filter. Deploy, status, the facts, the smoke suite and the tests all ask here.
 """
 
 from __future__ import annotations
@@ -85,11 +84,3 @@ def project_filter(project: str, service: str | None = None, oneoff: bool | None
     if oneoff is not None:
         argv += ["--filter", f"label={ONEOFF_LABEL}={'True' if oneoff else 'False'}"]
     return argv
-
-
-def health_of(status: str) -> str:
-    """`docker ps`'s Status text ("Up 3 minutes (healthy)") -> healthy, unhealthy, starting or none."""
-    for word, health in (("(healthy)", "healthy"), ("(unhealthy)", "unhealthy"), ("(health: starting)", "starting")):
-        if word in status:
-            return health
-    return "none"

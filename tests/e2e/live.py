@@ -11,7 +11,9 @@ import shlex
 import time
 
 from opskit import ROOT, deploy, render
-from opskit.layout import SERVICE_LABEL, Layout, compose_argv, health_of, project_filter
+from opskit import facts
+from opskit.facts import docker as docker_facts
+from opskit.layout import SERVICE_LABEL, Layout, compose_argv, project_filter
 from opskit.runner import Runner
 from opskit.sim import kit, vps
 from opskit.sim.secrets import load as load_with_secrets
@@ -92,9 +94,7 @@ class Live:
 
     def compose(self, *args: str, files=()) -> list[str]:
         """`docker compose` on the current release's file (as the deploy ran it), plus `files`."""
-        argv = compose_argv(self.path)
-        extra = [a for f in files for a in ("-f", f)]
-        return argv[:6] + extra + argv[6:] + list(args)
+        return compose_argv(self.path, *(a for f in files for a in ("-f", f)), *args)
 
     def container(self, service: str) -> str:
         ids = self.out(["docker", "ps", "-aq", *project_filter(self.env.project, service)]).split()
@@ -102,14 +102,10 @@ class Live:
         return ids[0]
 
     def services(self) -> dict[str, tuple[str, str]]:
-        """{service: (state, health)} of the project's containers (one-off ones left out)."""
-        rows = self.out(["docker", "ps", "-a", *project_filter(self.env.project), "--format",
-                         f'{{{{.Label "{SERVICE_LABEL}"}}}}\t{{{{.State}}}}\t{{{{.Status}}}}'])
-        states = {}
-        for line in rows.splitlines():
-            service, state, status = line.split("\t")
-            states[service] = (state, health_of(status))
-        return states
+        """{service: (state, health)} of the project's containers (one-off ones left out), read
+        through the same fact as `invoke status` and the smoke suite."""
+        found = facts.read(self.remote, docker_facts.containers(self.env.project))
+        return {c.service: (c.status, c.health or "none") for c in found if not c.oneoff}
 
     def wait_healthy(self, timeout: float = 120) -> None:
         """Until every container of the project is running and healthy (after a state is restored)."""
