@@ -75,10 +75,10 @@ def holder_named(stderr: str) -> str:
     return found.describe() if found else "another deploy (it had not named itself yet)"
 
 
-def problems(lock, now: float, breaking: bool, own: str | None = None) -> list[str]:
+def problems(lock, now: float, breaking: bool) -> list[str]:
     """Why a deploy may not take the lock now (empty when it may): a live holder is waited for; a
     stale lock (its lease ran out) is broken only with --break-lock, and then at once."""
-    if lock is None or (own is not None and lock.deploy_id == own):
+    if lock is None:
         return []
     idle = lock.idle(now)
     if idle is not None and idle <= LEASE_S:

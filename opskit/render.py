@@ -12,7 +12,6 @@ import functools
 import hashlib
 import hmac
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -102,30 +101,6 @@ def caddyfile(env: Environment, templates: Path = ROOT, upstreams: dict | None =
     context["global_options"] = list(global_options)
     context["admin"] = admin
     return _template(_jinja(templates), "caddy/Caddyfile.j2", context)
-
-
-def write(release: Release, out: Path) -> Path:
-    """Write the release folder whole: into a fresh sibling, then swapped in (no stale files)."""
-    out = Path(out)
-    staging = out.with_name(out.name + ".new")
-    if staging.exists():
-        shutil.rmtree(staging)
-    for rel, f in sorted(release.files.items()):
-        path = staging / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-        path.chmod(f.mode)  # before the content: an env file is never readable by others
-        path.write_bytes(f.content)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return out
-
-
-def read(folder: Path) -> dict[str, bytes]:
-    """The files of a release folder on disk, by relative path."""
-    folder = Path(folder)
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def diff(release: Release, old: dict[str, bytes], old_label: str = "old") -> str:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from opskit import render
+from opskit import release_folder, render
 from tests.conftest import ENVIRONMENTS
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_compose")]
 
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_compose")]
 @pytest.mark.parametrize("name", ENVIRONMENTS)
 def test_compose_accepts_the_rendered_release(make_env, tmp_path, name):
     env = make_env(name)
-    folder = render.write(render.render(env), tmp_path / name)
+    folder = release_folder.write(render.render(env), tmp_path / name)
     done = subprocess.run(["docker", "compose", "config", "--format", "yaml"], cwd=folder,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

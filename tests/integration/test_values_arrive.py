@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
-from opskit import ROOT, inventory, render, values
+from opskit import ROOT, inventory, release_folder, render, values
 from opskit.errors import InventoryError, RenderError
 from opskit.inventory import APP_SERVICES, SECRET_NAMES
 from tests.integration.caddy_process import CADDY
@@ -120,7 +120,7 @@ def load(base, edit=None, secrets=None):
 
 def written(base, env, name="release") -> Path:
     out = base[1] / name
-    return render.write(render.render(env), out)
+    return release_folder.write(render.render(env), out)
 
 
 def refused_at(exc: InventoryError, path: str) -> list[str]:

@@ -187,11 +187,6 @@ def test_a_stale_lock_is_named_stale_and_broken_at_once_with_break_lock(env, rel
     assert "breaking a stale one" in take.title
 
 
-def test_a_deploy_finding_its_own_lock_is_not_refused_by_it(env):
-    facts = held(60, 5)
-    assert lock.problems(facts.lock, facts.now, breaking=False, own="d" * 32) == []
-
-
 def test_recovery_brings_the_previous_release_back_and_frees_the_lock(env, release):
     facts = ServerFacts(**{**FRESH.__dict__, "current": "prev", "releases": ("prev",)})
     plan = deploy.plan_recovery(env, release, facts, started=True)

@@ -7,7 +7,7 @@ import bcrypt
 import pytest
 import yaml
 
-from opskit import render
+from opskit import release_folder, render
 from opskit.errors import RenderError
 from tests import caddyfile
 from tests.conftest import ENVIRONMENTS
@@ -48,9 +48,9 @@ def test_the_release_holds_compose_caddy_env_files_sql_and_a_manifest(release):
 def test_same_inputs_give_the_same_bytes(make_env, tmp_path):
     first, second = render.render(make_env("production")), render.render(make_env("production"))
     assert {p: f.content for p, f in first.files.items()} == {p: f.content for p, f in second.files.items()}
-    render.write(first, tmp_path / "a")
-    render.write(second, tmp_path / "b")
-    assert render.read(tmp_path / "a") == render.read(tmp_path / "b")
+    release_folder.write(first, tmp_path / "a")
+    release_folder.write(second, tmp_path / "b")
+    assert release_folder.read(tmp_path / "a") == release_folder.read(tmp_path / "b")
 
 
 def test_the_release_id_is_the_hash_of_the_content(make_env, secrets_env):
@@ -273,11 +273,11 @@ def test_a_missing_build_context_is_named(make_env, contexts):
 
 def test_diff_shows_config_changes_and_hides_secret_values(make_env, secrets_env, tmp_path):
     old = tmp_path / "old"
-    render.write(render.render(make_env("production")), old)
-    assert render.diff(render.render(make_env("production")), render.read(old)) == ""
+    release_folder.write(render.render(make_env("production")), old)
+    assert render.diff(render.render(make_env("production")), release_folder.read(old)) == ""
     changed = make_env("production", lambda raw: raw["defaults"]["sse"].update(read_timeout="900s"),
                        environ=dict(secrets_env, OPSKIT_API_KEY="new-key-value"))
-    text = render.diff(render.render(changed), render.read(old))
+    text = render.diff(render.render(changed), release_folder.read(old))
     assert "-\t\t\tread_timeout 600s" in text and "+\t\t\tread_timeout 900s" in text
     assert "~ env/api.env: API_KEY changed (values not shown)" in text
     assert "new-key-value" not in text and "test-api_key-value" not in text
