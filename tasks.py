@@ -10,11 +10,13 @@ import functools
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from opskit import ROOT, db, deploy as deploying, inventory, release_folder, render as rendering, smoke as smoking
+from opskit import ROOT, db, deploy as deploying, inventory, release_folder
+from opskit import render as rendering, smoke as smoking
 from opskit.sim import kit, vps
 from opskit.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_SMOKE_FAILED, OpskitError
 from opskit.layout import Layout, compose_argv
@@ -82,21 +84,24 @@ def check(c, env=None):
 
 
 def simulated_vps_ready(environment, dry_run: bool) -> bool:
-    """For an environment with a simulated VPS (`local`): bring it up when it is not running, saying
-    so and how long it took. Other environments are real servers: nothing to bring up."""
+    """For an environment with a simulated VPS (`local`): bring it up and provision it when it is
+    not running provisioned, saying so and how long it took. Other environments are real servers:
+    nothing to bring up (`invoke provision` prepares them)."""
     if environment.vps is None:
         return True
     config = vps.VpsConfig.from_environment(environment)
     now = vps.status(config)
-    if now.state == "running" and now.mode == "full" and now.host_key_pinned:
+    if now.state == "running" and now.provisioned and now.host_key_pinned:
         return True
-    print(f"the simulated VPS is not ready ({now}): bringing it up first "
-          "(the image kit and the VPS: about 4 minutes from nothing, seconds once built)", file=sys.stderr)
+    print(f"the simulated VPS is not ready ({now}): bringing it up and provisioning it first "
+          "(the image kit, the VPS and `invoke provision`: minutes from nothing)", file=sys.stderr)
     if dry_run:
         print("(dry run: it is not brought up, and there is no server to plan against yet)", file=sys.stderr)
         return False
-    report = vps.up(config)
-    print(f"the simulated VPS is up in {report.seconds:.0f}s; now the deploy", file=sys.stderr)
+    started = time.monotonic()
+    vps.up_provisioned(environment)
+    print(f"the simulated VPS is up and provisioned in {time.monotonic() - started:.0f}s; now the deploy",
+          file=sys.stderr)
     return True
 
 
@@ -163,6 +168,20 @@ def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, force
         Path(json).write_text(_json.dumps(summary, indent=2) + "\n")
     if checked:
         raise Exit(f"deployed release {outcome.release}, but the smoke suite fails: see above", code=EXIT_SMOKE_FAILED)
+
+
+@task(help={"env": ENV_HELP, "dry_run": "read the server and print what would change, change nothing",
+            "yes": "do not ask for confirmation"})
+@reports_errors
+def provision(c, env="local", dry_run=False, yes=False):
+    """Converge the server to a hardened host that deploys: Docker, the deploy user, firewall, sshd,
+    upgrades, swap, journald (a second run changes nothing and says so)."""
+    environment = inventory.load(env, path=INVENTORY, with_secrets=False)
+    if not dry_run:
+        confirm(environment, yes, "provision")
+    from opskit.provision.run import provision as converge  # its items load only when asked for
+
+    converge(environment, dry_run=dry_run)
 
 
 @task(help={"env": ENV_HELP, "to": "release id to return to (default: the one before current)",
@@ -260,12 +279,16 @@ def _vps_config(env: str):
     return vps.VpsConfig.from_environment(inventory.load(env, path=INVENTORY, with_secrets=False))
 
 
-@task(name="up", help={"env": ENV_HELP, "bare": "only sshd and a root key (no Docker): a fresh server to provision",
-                       "dry_run": "print the plan, change nothing"})
+@task(name="up", help={"env": ENV_HELP, "bare": "a fresh server as the provider hands it over: sshd and root's "
+                       "key only, not provisioned", "dry_run": "print the plan, change nothing"})
 @reports_errors
 def vps_up(c, env="local", bare=False, dry_run=False):
-    """Start the simulated VPS (idempotent) and pin its host key."""
-    vps.up(_vps_config(env), bare=bare, dry_run=dry_run)
+    """Start the simulated VPS (idempotent), pin its host key, and provision it unless --bare."""
+    environment = inventory.load(env, path=INVENTORY, with_secrets=False)
+    if bare:
+        vps.up(vps.VpsConfig.from_environment(environment), dry_run=dry_run)
+    else:
+        vps.up_provisioned(environment, dry_run=dry_run)
 
 
 @task(name="down", help={"env": ENV_HELP, "dry_run": "print the plan, change nothing"})
@@ -296,7 +319,7 @@ def test(c, tier="all", k=None, junit="build/test-results.xml"):
         raise Exit(f"tests failed (pytest exit code {result.exited})", code=result.exited)
 
 
-ns = Collection(render, diff, check, deploy, rollback, smoke, status, logs, ssh_shell, test)
+ns = Collection(render, diff, check, provision, deploy, rollback, smoke, status, logs, ssh_shell, test)
 ns.add_collection(Collection("kit", kit_build))
 ns.add_collection(Collection("vps", vps_up, vps_down, vps_status))
 db_tasks = Collection("db", roles, tunnel)

@@ -71,6 +71,10 @@ class ConnectionFailed(OpskitError, exit_code=EXIT_UNREACHABLE):
     """The server could not be reached, or it showed a host key that is not the pinned one."""
 
 
+class AuthenticationRefused(ConnectionFailed):
+    """The server answered, with the pinned host key, and refused the login."""
+
+
 class ConnectionLost(ConnectionFailed):
     """The SSH link broke while a step ran; names the step (None: between steps)."""
 
@@ -101,3 +105,7 @@ class KitError(OpskitError):
 
 class VpsError(OpskitError):
     """The simulated VPS cannot be made or reached; the message says why and what to do."""
+
+
+class ProvisionRefused(OpskitError, exit_code=EXIT_REFUSED):
+    """Provisioning will not start: the change would lock someone out, or the host is not one it knows."""

@@ -20,6 +20,8 @@ SUITE = "tests/smoke"
 #: marker -> what the group checks (`-m containers`, `-m "http or celery"`)
 MARKERS = {
     "host": "the server itself: sshd, listening ports, Docker and Compose, disk, inodes, clock",
+    "provisioned": "what `invoke provision` makes, as it is in force: sshd -T, the loaded firewall, Docker's "
+                   "daemon, unattended upgrades, swap, journald, time sync",
     "containers": "every service of the current release: running, healthy, restart policy, image, logs rotation",
     "exposure": "what is reachable from outside: published ports, Postgres on loopback, Redis password",
     "http": "Caddy and HTTPS: certificates, auth, headers, the running proxy config, SSE through Caddy",

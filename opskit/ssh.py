@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from .errors import CommandTimeout, ConnectionFailed, ConnectionLost
+from .errors import AuthenticationRefused, CommandTimeout, ConnectionFailed, ConnectionLost
 from .inventory.model import Target, expand  # noqa: F401  (re-exported: the transport speaks of targets)
 
 
@@ -29,9 +29,10 @@ class Completed:
 class Connection:
     """A paramiko client that rejects unknown or changed host keys (no trust on first use)."""
 
-    def __init__(self, target: Target, timeout: float = 15.0):
+    def __init__(self, target: Target, timeout: float = 15.0, sudo: bool = False):
         self.target = target
         self.timeout = timeout
+        self.sudo = sudo  # every command runs as root through `sudo -n` (a non-root login that may)
         self._client: paramiko.SSHClient | None = None
 
     def open(self) -> "Connection":
@@ -64,6 +65,8 @@ class Connection:
                 "if the server was rebuilt on purpose, pin its new key (the simulated VPS: `invoke vps.up` "
                 "reads it through docker exec and pins it)"
             ) from exc
+        except paramiko.AuthenticationException as exc:
+            raise AuthenticationRefused(f"{t}: the server refuses this key ({exc})") from exc
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
                 raise ConnectionFailed(
@@ -113,6 +116,8 @@ class Connection:
         remote program (how images travel to `docker load`). A broken link raises ConnectionLost,
         a command past `timeout` CommandTimeout: never a transport's own exception."""
         command = argv if isinstance(argv, str) else shlex.join(argv)
+        if self.sudo:
+            command = "sudo -n -- sh -c " + shlex.quote(command)
         try:
             return self._run(command, stdin, timeout, on_line)
         except (EOFError, OSError, paramiko.SSHException) as exc:
@@ -173,6 +178,8 @@ class Connection:
 
     def write_file(self, path: str, content: bytes, mode: int) -> None:
         """Write atomically: a temp file beside the target, chmod before any byte lands, rename."""
+        if self.sudo:
+            raise ValueError("write_file goes through SFTP as the login user; as root, use provision.item.put")
         try:
             self._write_file(path, content, mode)
         except (EOFError, paramiko.SSHException, ConnectionResetError, BrokenPipeError, socket.timeout) as exc:

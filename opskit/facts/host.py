@@ -104,6 +104,8 @@ class TimeSync:
     timedatectl: str  # NTPSynchronized: yes, no, or unavailable
     chrony: str  # chrony's leap status line, or unavailable
     adjtimex: str  # the kernel's clock state (5: unsynchronised), or unavailable
+    virtualization: str = "none"  # `systemd-detect-virt --container`: none outside a container
+    timesyncd: str = "unavailable"  # `systemctl is-enabled systemd-timesyncd`
 
 
 def timesync() -> Fact:
@@ -112,7 +114,8 @@ def timesync() -> Fact:
 
 def parse_timesync(text: str) -> TimeSync:
     s = sections(text)
-    return TimeSync(*(s.get(k, "").strip() for k in ("timedatectl", "chrony", "adjtimex")))
+    return TimeSync(*(s.get(k, "").strip() for k in ("timedatectl", "chrony", "adjtimex")),
+                    s.get("virtualization", "").strip() or "none", s.get("timesyncd", "").strip() or "unavailable")
 
 
 def clock(strict: bool = False) -> Fact:

@@ -156,6 +156,7 @@ class Environment:
     smoke: Smoke
     secrets: dict = field(repr=False)  # name -> Secret (empty until resolved)
     vps: Vps | None = None
+    provision: object = None  # inventory.provisioning.Provision
     root: Path = ROOT
     secret_refs: dict = field(default_factory=dict, repr=False)  # name -> "env:VAR" or "file:KEY"
     secrets_file: Path | None = None

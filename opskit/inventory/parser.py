@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import values
 from .model import (APP_SERVICES, LANGUAGES, OFFICIAL_IMAGES, SSE, TLS, Build, Domains, Environment, Logging,
                     Postgres, Resources, Service, Smoke, Target, Vps, expand)
+from . import provisioning
 from .secrets import SECRET_NAMES
 
 
@@ -57,7 +58,7 @@ class Parser:
     TOP = {
         "host", "ssh", "remote_dir", "keep_releases", "project", "domains", "tls", "images",
         "ship_images", "registry", "builds", "services", "postgres", "sse", "beat_interval", "flower",
-        "resources", "logging", "smoke", "secrets", "secrets_file", "generate_secrets", "vps",
+        "resources", "logging", "smoke", "secrets", "secrets_file", "generate_secrets", "vps", "provision",
     }
 
     def __init__(self, data: dict, where: Where, problems: list, base: Path, name: str):
@@ -110,9 +111,10 @@ class Parser:
 
     def environment(self) -> Environment:
         unknown(self.data, self.TOP, self.where, self.problems)
+        ssh = self.ssh()
         return Environment(
             name=self.name,
-            ssh=self.ssh(),
+            ssh=ssh,
             remote_dir=self.typed(values.server_path, "remote_dir"),
             keep_releases=self.typed(values.positive_int, "keep_releases", required=False, default=5),
             project=self.typed(_project, "project", required=False, default="jobagent"),
@@ -132,6 +134,7 @@ class Parser:
             smoke=self.smoke(),
             secrets={},
             vps=self.vps(),
+            provision=provisioning.parse(self, ssh.key_file if ssh else None),
             root=self.base,
             secret_refs=self.section(("secrets",), set(SECRET_NAMES), required=False),
             secrets_file=self.typed(lambda v: expand(values.plain_text(v), self.base), "secrets_file", required=False),

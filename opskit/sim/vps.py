@@ -6,7 +6,8 @@ pins its host key out of band, the way one reads it from a provider's console: t
 `down()` removes it; `status()` says how it is.
 
 `gather()` reads the engine and the state folder; the plans are pure (`vps_plan`); the one runner
-runs them. Configuration: `vps_config.VpsConfig`.
+runs them. Configuration: `vps_config.VpsConfig`. `up_provisioned()` is `up()` and then
+`invoke provision`: the VPS as `deploy -e local` wants it.
 Will not touch: other containers, the kit images (beyond building missing or stale ones), or this
 checkout's key pair (`down` keeps it).
 """
@@ -26,7 +27,7 @@ from ..runner import Runner
 from ..ssh import Connection
 from ..steps import Check, Plan
 from . import kit
-from .vps_config import BARE_IMAGE, BIND, FULL_IMAGE, GIVEN_KEYS, HOST_KEY, LABEL_MODE, VpsConfig
+from .vps_config import BIND, GIVEN_KEYS, HOST_KEY, LABEL, PROVISIONED, VpsConfig
 from .vps_plan import Container, VpsFacts, known_hosts_line, plan_down, plan_pin, plan_up, runs_older_image
 
 # -- facts ------------------------------------------------------------------------------------------
@@ -57,17 +58,18 @@ def gather(config: VpsConfig) -> VpsFacts:
         ssh = (bindings.get("22/tcp") or [{}])[0].get("HostPort")
         container = Container(
             state=info["State"]["Status"], image=info["Config"]["Image"], image_id=info["Image"],
-            mode=(info["Config"].get("Labels") or {}).get(LABEL_MODE), ssh_port=int(ssh) if ssh else None)
+            ours=LABEL in (info["Config"].get("Labels") or {}), ssh_port=int(ssh) if ssh else None)
     elif "No such" not in inspected.stderr and "no such" not in inspected.stderr:
         raise VpsError(f"cannot ask Docker about {config.container}: {inspected.stderr.strip()} "
                        "(is the engine up? scripts/setup-docker.sh)")
-    given = host_key = None
+    given = host_key = provisioned = None
     if container is not None and container.state == "running":
         given = _exec_read(config, GIVEN_KEYS)
         host_key = _exec_read(config, HOST_KEY)
         host_key = host_key.strip() if host_key else None
+        provisioned = _exec_read(config, PROVISIONED)
     key_mode = config.key_file.stat().st_mode & 0o777 if config.key_file.exists() else None
-    images = _docker("image", "inspect", "--format", "{{json .RepoTags}} {{.Id}}", FULL_IMAGE, BARE_IMAGE)
+    images = _docker("image", "inspect", "--format", "{{json .RepoTags}} {{.Id}}", config.image)
     image_ids = {}
     for line in images.stdout.splitlines():
         tags, _, image_id = line.rpartition(" ")
@@ -83,6 +85,7 @@ def gather(config: VpsConfig) -> VpsFacts:
         host_key=host_key,
         known_hosts=_read(config.known_hosts) or "",
         image_ids=image_ids,
+        provisioned=provisioned,
     )
 
 
@@ -114,16 +117,18 @@ class UpReport:
         return f"vps up: {self.target} in {self.seconds:.1f}s{first}\n  log in with: {self.ssh_command}"
 
 
-def ssh_command(config: VpsConfig, bare: bool = False) -> str:
+def ssh_command(config: VpsConfig, user: str) -> str:
     return shlex.join(["ssh", "-i", str(config.key_file), "-p", str(config.ssh_port),
                        "-o", f"UserKnownHostsFile={config.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                       "-o", "IdentitiesOnly=yes", f"{config.login(bare)}@{BIND}"])
+                       "-o", "IdentitiesOnly=yes", f"{user}@{BIND}"])
 
 
-def up(config: VpsConfig | None = None, bare: bool = False, dry_run: bool = False, out=None) -> UpReport | None:
+def up(config: VpsConfig | None = None, dry_run: bool = False, out=None) -> UpReport | None:
     """Make the simulated VPS reachable over SSH with a pinned host key (idempotent: a running one
     is only checked, a stopped one started). Kit images that are missing or out of date are built
-    first, as the first steps of the same plan: it says which and why before, and how long after."""
+    first, as the first steps of the same plan: it says which and why before, and how long after.
+    A bare box is proven by a login as root; a provisioned one refuses root by design, and
+    `provision` proves its own logins."""
     config = config or VpsConfig()
     started = time.monotonic()
     if shutil.which("ssh-keygen") is None and not config.key_file.exists():
@@ -134,7 +139,7 @@ def up(config: VpsConfig | None = None, bare: bool = False, dry_run: bool = Fals
     if runs_older_image(facts, {d.image.tag for d in decisions if d.build}):
         runner.say(f"note: {config.container} runs an older {facts.container.image}; "
                    "`invoke vps.down` and `invoke vps.up` move it to the new one")
-    vps_plan = plan_up(config, facts, bare)
+    vps_plan = plan_up(config, facts)
     if kit_plan.steps:
         runner.say("vps up: its images come from the kit, built first")
     runner.say(kit.intent(decisions))
@@ -145,11 +150,12 @@ def up(config: VpsConfig | None = None, bare: bool = False, dry_run: bool = Fals
         facts = gather(config)
         if facts.host_key is None:
             facts = VpsFacts(**{**facts.__dict__, "host_key": read_host_key(config)})
-    connection = Connection(config.target(bare))
+    login = None if facts.provisioned else "root"
+    connection = Connection(config.target(bare=True))
     try:
         pin_runner = Runner(connection, dry_run=dry_run, out=out)
         pin_started = time.monotonic()
-        results = _run_explained(pin_runner, plan_pin(config, facts, bare), config)
+        results = _run_explained(pin_runner, plan_pin(config, facts, login), config)
     finally:
         connection.close()
     if dry_run:
@@ -161,7 +167,9 @@ def up(config: VpsConfig | None = None, bare: bool = False, dry_run: bool = Fals
         if isinstance(result.step, Check):
             ssh_at = elapsed
             break
-    report = UpReport(str(config.target(bare)), time.monotonic() - started, ssh_at, ssh_command(config, bare))
+    user = config.user if facts.provisioned else "root"
+    report = UpReport(str(config.target(bare=not facts.provisioned)), time.monotonic() - started, ssh_at,
+                      ssh_command(config, user))
     runner.say(str(report))
     return report
 
@@ -198,7 +206,7 @@ def down(config: VpsConfig | None = None, dry_run: bool = False, out=None) -> No
 class VpsStatus:
     container: str
     state: str  # "absent" when there is no container
-    mode: str | None
+    provisioned: bool
     image: str | None
     target: str | None
     host_key_pinned: bool
@@ -207,7 +215,8 @@ class VpsStatus:
         if self.state == "absent":
             return f"{self.container}: absent (`invoke vps.up` makes it)"
         pinned = "pinned" if self.host_key_pinned else "NOT pinned (`invoke vps.up` pins it)"
-        return f"{self.container}: {self.state}, {self.mode} VPS from {self.image}, ssh {self.target}, host key {pinned}"
+        what = "provisioned" if self.provisioned else "bare (`invoke provision`)"
+        return f"{self.container}: {self.state}, {what}, from {self.image}, ssh {self.target}, host key {pinned}"
 
 
 def status(config: VpsConfig | None = None) -> VpsStatus:
@@ -216,8 +225,18 @@ def status(config: VpsConfig | None = None) -> VpsStatus:
     facts = gather(config)
     c = facts.container
     if c is None:
-        return VpsStatus(config.container, "absent", None, None, None, False)
-    bare = c.mode == "bare"
+        return VpsStatus(config.container, "absent", False, None, None, False)
     pinned = facts.host_key is not None and \
         known_hosts_line(config, facts.host_key) in facts.known_hosts.splitlines()
-    return VpsStatus(config.container, c.state, c.mode, c.image, str(config.target(bare)), pinned)
+    done = bool(facts.provisioned)
+    return VpsStatus(config.container, c.state, done, c.image, str(config.target(bare=not done)), pinned)
+
+
+def up_provisioned(env, dry_run: bool = False, out=None):
+    """The VPS of the `local` environment `env`, up and provisioned by `invoke provision` (which
+    changes nothing on a box it already provisioned): what `deploy -e local` deploys to."""
+    from ..provision.run import provision  # the sim drives the real provisioning, no shortcut of its own
+
+    report = up(VpsConfig.from_environment(env), dry_run=dry_run, out=out)
+    provision(env, dry_run=dry_run, out=out)
+    return report

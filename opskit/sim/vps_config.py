@@ -11,14 +11,14 @@ from pathlib import Path
 
 from .. import ROOT
 from ..errors import VpsError
+from ..provision.item import PROVISIONED  # noqa: F401  (what `invoke provision` leaves when it is done)
 from ..ssh import Target
 
 BIND = "127.0.0.1"  # the only address anything is published on
-FULL_IMAGE = "opskit/vps:bookworm"
-BARE_IMAGE = "opskit/vps-bare:bookworm"
+IMAGE = "opskit/vps:bookworm"
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
 GIVEN_KEYS = "/etc/vps/authorized_keys"  # read by the image's vps-authorize
-LABEL_MODE = "opskit.vps.mode"
+LABEL = "opskit.vps"  # on every container `vps.up` makes
 READY_TIMEOUT_S = 120
 
 
@@ -27,14 +27,13 @@ class VpsConfig:
     """Where the simulated VPS lives. Built from inventory.yaml's `local` environment."""
 
     container: str = "opskit-vps"
-    image: str = FULL_IMAGE  # the full VPS's image; bare mode always uses BARE_IMAGE
+    image: str = IMAGE
     ssh_port: int = 2222
     http_port: int = 80
     https_port: int = 443
     extra_ports: dict = field(default_factory=dict)  # host port -> VPS port, also on 127.0.0.1
     state_dir: Path = ROOT / ".opskit" / "local"
-    user: str = "deploy"  # who gets the key on the full VPS; bare mode: root
-    folders: tuple = ()  # folders the deploy user owns on the full VPS, as provisioning makes them
+    user: str = "deploy"  # who logs in once it is provisioned; a bare VPS lets only root in
 
     def __post_init__(self):
         object.__setattr__(self, "state_dir", Path(self.state_dir))
@@ -70,7 +69,7 @@ class VpsConfig:
                            f"{env.ssh.known_hosts}")
         return cls(container=env.vps.container, image=env.vps.image, ssh_port=env.ssh.port,
                    http_port=env.vps.http_port, https_port=env.vps.https_port, state_dir=state,
-                   user=env.ssh.user, folders=(env.remote_dir,))
+                   user=env.ssh.user)
 
     @property
     def key_file(self) -> Path:

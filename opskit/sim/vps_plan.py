@@ -1,9 +1,9 @@
 """The simulated VPS's plans as data: what `up`, the host-key pin and `down` do, from `VpsFacts`.
 
 Pure: `vps.gather()` reads the facts, `vps.up`/`vps.down` run the plans.
-The full VPS (`opskit/vps:bookworm`) runs Docker and lets `deploy` in; the bare one
-(`opskit/vps-bare:bookworm`, `bare=True`) lets only root in and has no Docker, like a box before
-provisioning. Every port is published on 127.0.0.1 only.
+The VPS (`opskit/vps:bookworm`) boots as a fresh cloud box: systemd, sshd, root with the key it
+was created with. `invoke provision` makes it a server that deploys (`vps.up` does so unless
+`--bare`). Every port is published on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..errors import VpsError
 from ..steps import LOCAL, SERVER, Check, Plan, Run, WriteFile
-from .vps_config import BARE_IMAGE, BIND, GIVEN_KEYS, HOST_KEY, LABEL_MODE, READY_TIMEOUT_S, VpsConfig
+from .vps_config import BIND, GIVEN_KEYS, HOST_KEY, LABEL, READY_TIMEOUT_S, VpsConfig
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Container:
     state: str  # running, exited, created, paused, ...
     image: str  # the reference it was created from
     image_id: str
-    mode: str | None  # "full" or "bare" (its label)
+    ours: bool  # it carries the label `vps.up` gives
     ssh_port: int | None
 
 
@@ -34,15 +34,8 @@ class VpsFacts:
     given_keys: str | None = None  # GIVEN_KEYS inside the container, when it runs
     host_key: str | None = None  # "ssh-ed25519 AAAA..." read through docker exec, when it runs
     known_hosts: str = ""  # the state folder's known_hosts as it is now
-    image_ids: dict = field(default_factory=dict)  # image reference -> id, for the two VPS images
-
-
-def mode_of(bare: bool) -> str:
-    return "bare" if bare else "full"
-
-
-def image_of(config: VpsConfig, bare: bool) -> str:
-    return BARE_IMAGE if bare else config.image
+    image_ids: dict = field(default_factory=dict)  # image reference -> id, for the VPS image
+    provisioned: str | None = None  # what `invoke provision` left in PROVISIONED, when it runs
 
 
 def publish_args(config: VpsConfig) -> list[str]:
@@ -53,22 +46,26 @@ def publish_args(config: VpsConfig) -> list[str]:
     return [a for host, inside in pairs for a in ("-p", f"{BIND}:{host}:{inside}")]
 
 
-def create_argv(config: VpsConfig, bare: bool) -> list[str]:
-    # --privileged: its own Docker needs it (and a bare box may be provisioned with Docker later);
-    # --init: tini as PID 1 reaps orphans and passes `docker stop` on to the boot script;
-    # the volume: overlay2 for the nested Docker cannot sit on the container's own overlay.
-    return ["docker", "create", "--name", config.container, "--hostname", "vps", "--privileged", "--init",
-            "--label", f"{LABEL_MODE}={mode_of(bare)}", "--env", f"VPS_SSH_USER={config.login(bare)}",
-            "--volume", f"{config.volume}:/var/lib/docker", *publish_args(config), image_of(config, bare)]
+def container_runtime_args() -> list[str]:
+    """How a VPS container runs: privileged (the Docker that provisioning installs, nftables and
+    systemd need it), with /run and /run/lock as tmpfs as systemd expects of a boot."""
+    return ["--privileged", "--tmpfs", "/run", "--tmpfs", "/run/lock"]
 
 
-def plan_up(config: VpsConfig, facts: VpsFacts, bare: bool = False) -> Plan:
-    """Key pair, container, authorized key, started and listening. Host key pinning follows
+def create_argv(config: VpsConfig) -> list[str]:
+    # the volume: overlay2 for the nested Docker cannot sit on the container's own overlay
+    return ["docker", "create", "--name", config.container, "--hostname", "vps", *container_runtime_args(),
+            "--label", f"{LABEL}=1", "--volume", f"{config.volume}:/var/lib/docker", *publish_args(config),
+            config.image]
+
+
+def plan_up(config: VpsConfig, facts: VpsFacts) -> Plan:
+    """Key pair, container, root's authorized key, booted and listening. Host key pinning follows
     (`plan_pin`), once the container can be asked for its key."""
-    plan = Plan("vps.up" + (" --bare" if bare else ""))
+    plan = Plan("vps.up")
     c, name = facts.container, config.container
     if c is not None:
-        _refuse_other(config, c, bare)
+        _refuse_other(config, c)
     if not facts.has_key:
         if facts.public_key is not None:
             raise VpsError(f"{config.public_key_file} exists but {config.key_file} does not: "
@@ -86,14 +83,14 @@ def plan_up(config: VpsConfig, facts: VpsFacts, bare: bool = False) -> Plan:
         and facts.public_key.strip() in facts.given_keys.splitlines()
     give_key = Run("give the VPS this checkout's public key",
                    ["docker", "cp", str(config.public_key_file), f"{name}:{GIVEN_KEYS}"])
-    wait = Run("wait for sshd in the VPS" + ("" if bare else " (Docker starts first)"),
+    wait = Run("wait for sshd in the VPS (it boots first)",
                ["docker", "exec", name, "vps-ready", str(READY_TIMEOUT_S)], timeout=READY_TIMEOUT_S + 30)
     if c is None:
-        plan.add(Run(f"create {name} from {image_of(config, bare)}", create_argv(config, bare)),
+        plan.add(Run(f"create {name} from {config.image}", create_argv(config)),
                  give_key, Run(f"start {name}", ["docker", "start", name]), wait)
     elif c.state == "running":
         if not key_is_given:
-            plan.add(give_key, Run(f"authorize it for {config.login(bare)}", ["docker", "exec", name, "vps-authorize"]))
+            plan.add(give_key, Run("authorize it for root", ["docker", "exec", name, "vps-authorize"]))
         plan.add(wait)
     else:
         if c.state == "paused":
@@ -103,22 +100,13 @@ def plan_up(config: VpsConfig, facts: VpsFacts, bare: bool = False) -> Plan:
                 plan.add(give_key)
             plan.add(Run(f"start {name} (it was {c.state})", ["docker", "start", name]))
         plan.add(wait)
-    if not bare:
-        # what provisioning does on a real server: the deploy folder belongs to the deploy user
-        plan.add(*(Run(f"give {config.user} {folder}", ["docker", "exec", name, "install", "-d", "-o", config.user,
-                                                        "-g", config.user, "-m", "0750", folder])
-                   for folder in config.folders))
     return plan
 
 
-def _refuse_other(config: VpsConfig, c: Container, bare: bool) -> None:
-    if c.mode is None:
+def _refuse_other(config: VpsConfig, c: Container) -> None:
+    if not c.ours:
         raise VpsError(f"a container named {config.container} exists but opskit did not make it "
-                       f"(no {LABEL_MODE} label): remove it, or choose another vps.container")
-    if c.mode != mode_of(bare):
-        flag = "" if bare else " --bare"
-        raise VpsError(f"{config.container} is the {c.mode} VPS ({c.image}); this asks for the {mode_of(bare)} "
-                       f"one: `invoke vps.down` first (or `invoke vps.up{flag}` to use it as it is)")
+                       f"(no {LABEL} label): remove it, or choose another vps.container")
     if c.ssh_port is not None and c.ssh_port != config.ssh_port:
         raise VpsError(f"{config.container} publishes SSH on {BIND}:{c.ssh_port}, not {config.ssh_port} as "
                        "configured: `invoke vps.down` and up again to move it")
@@ -145,8 +133,9 @@ def without_host(text: str, pattern: str) -> str:
     return "".join(f"{line}\n" for line in kept if line.strip())
 
 
-def plan_pin(config: VpsConfig, facts: VpsFacts, bare: bool = False) -> Plan:
-    """Pin the host key read out of band, then prove SSH works with it (and Docker, unless bare).
+def plan_pin(config: VpsConfig, facts: VpsFacts, login: str | None = "root") -> Plan:
+    """Pin the host key read out of band, then prove SSH works with it as `login` (None: no proof
+    here; provisioning proves its own logins).
 
     With no host key in the facts (a dry run before the container exists) the pin step is shown
     with the key it will read at run time."""
@@ -160,12 +149,9 @@ def plan_pin(config: VpsConfig, facts: VpsFacts, bare: bool = False) -> Plan:
         if wanted != facts.known_hosts:
             plan.add(WriteFile(f"pin the host key read through `docker exec {config.container}`",
                                str(config.known_hosts), wanted.encode(), 0o644, on=LOCAL))
-    login = config.login(bare)
-    plan.add(Check(f"SSH as {login} with the pinned host key", ["id", "-un"], on=SERVER, expect=login,
-                   hint=f"see `docker logs {config.container}`"))
-    if not bare:
-        plan.add(Check(f"Docker answers {login} over SSH", ["docker", "info", "--format", "{{.ServerVersion}}"],
-                       on=SERVER, hint=f"see `docker exec {config.container} tail -n 30 /var/log/dockerd.log`"))
+    if login:
+        plan.add(Check(f"SSH as {login} with the pinned host key", ["id", "-un"], on=SERVER, expect=login,
+                       hint=f"see `docker exec {config.container} journalctl -u ssh`"))
     return plan
 
 

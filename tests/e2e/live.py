@@ -51,7 +51,7 @@ class Live:
         """A VPS with the current sources deployed: built, started and deployed as needed (a
         no-op deploy when all is there)."""
         kit.build_kit()
-        vps.up(vps.VpsConfig.from_environment(self.env))
+        vps.up_provisioned(self.env)
         self.deploy(self.env)
         return self
 

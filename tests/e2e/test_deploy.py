@@ -51,7 +51,7 @@ def live(request):
                           timeout=1800, stdin=subprocess.DEVNULL)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
-    assert "the simulated VPS is not ready" in output and "bringing it up first" in output
+    assert "the simulated VPS is not ready" in output and "bringing it up and provisioning it first" in output
     assert "Traceback" not in output
     print(f"\nREADME's deploy from nothing: {time.monotonic() - started:.1f}s")
     return request.getfixturevalue("vps_session").reload()

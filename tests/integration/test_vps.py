@@ -1,5 +1,6 @@
-"""The simulated VPS for real: up from nothing, SSH with the pinned host key only, keys only,
-Docker for deploy, a bare mode without Docker, and a down that leaves nothing behind.
+"""The simulated VPS for real: up from nothing as a fresh cloud box (systemd, sshd, root with its
+key, nothing else), SSH with the pinned host key only, keys only, the same identity after a
+reboot, and a down that leaves nothing behind. What provisioning makes of it: tests/e2e.
 
 Runs on its own container names and ports (never a developer's `opskit-vps` on 2222)."""
 
@@ -42,18 +43,29 @@ def report(config):
 
 @pytest.fixture
 def connection(config, report):
-    with Connection(config.target()) as conn:
+    with Connection(config.target(bare=True)) as conn:
         yield conn
 
 
-def test_up_from_nothing_lets_deploy_in_and_docker_answers(config, report, connection, capsys):
-    assert connection.run(["id", "-un"]).stdout.decode().strip() == "deploy"
-    info = connection.run(["docker", "info", "--format", "{{.ServerVersion}} {{.Driver}}"])
-    assert info.returncode == 0, info.output
-    assert info.stdout.decode().split()[0].startswith("26.")
-    assert connection.run(["docker", "compose", "version", "--short"]).stdout.decode().startswith("2.")
+def test_up_from_nothing_is_a_fresh_cloud_box_that_lets_root_in(config, report, connection, capsys):
+    assert connection.run(["id", "-un"]).stdout.decode().strip() == "root"
+    assert connection.run(["ps", "-o", "comm=", "-p", "1"]).stdout.decode().strip() == "systemd"
+    state = connection.run(["systemctl", "is-system-running", "--wait"], timeout=60).stdout.decode().strip()
+    assert state == "running", connection.run(["systemctl", "--failed", "--no-legend"]).output
+    for missing in ("docker", "sudo", "nft"):
+        assert connection.run(["sh", "-c", f"command -v {missing}"]).returncode != 0, missing
+    assert connection.run(["id", "deploy"]).returncode != 0
+    assert connection.run(["python3", "--version"]).returncode == 0
+    release = connection.run(["cat", "/etc/os-release"]).stdout.decode()
+    assert 'VERSION_ID="12"' in release and "bookworm" in release
+    assert not vps.status(config).provisioned
     with capsys.disabled():
         print(f"\n[vps] up from nothing: {report.seconds:.1f}s, first SSH command at {report.ssh_seconds:.1f}s")
+
+
+def test_the_box_never_tunes_this_machines_kernel(config, report, connection):
+    # it shares this machine's kernel: its boot must not apply sysctl.d to it
+    assert connection.run(["systemctl", "is-enabled", "systemd-sysctl.service"]).stdout.decode().strip() == "masked"
 
 
 def test_the_pinned_host_key_is_the_one_the_container_holds(config, report):
@@ -74,14 +86,14 @@ def test_a_wrong_host_key_in_known_hosts_is_refused(config, report, tmp_path):
     wrong = tmp_path / "known_hosts"
     wrong.write_text(f"[127.0.0.1]:22222 {impostor[0]} {impostor[1]}\n")
     with pytest.raises(ConnectionFailed, match="does not match"):
-        Connection(replace(config.target(), known_hosts=wrong)).open()
+        Connection(replace(config.target(bare=True), known_hosts=wrong)).open()
 
 
 def test_an_unpinned_host_is_refused(config, report, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with pytest.raises(ConnectionFailed, match="not pinned"):
-        Connection(replace(config.target(), known_hosts=empty)).open()
+        Connection(replace(config.target(bare=True), known_hosts=empty)).open()
 
 
 def test_password_and_keyboard_interactive_logins_are_refused(config, report):
@@ -89,18 +101,13 @@ def test_password_and_keyboard_interactive_logins_are_refused(config, report):
     try:
         transport.start_client(timeout=10)
         with pytest.raises(paramiko.BadAuthenticationType) as refused:
-            transport.auth_password("deploy", "any password")
+            transport.auth_password("root", "any password")
         assert refused.value.allowed_types == ["publickey"]
     finally:
         transport.close()
     effective = docker("exec", config.container, "sshd", "-T").stdout
     for line in ("passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin without-password"):
         assert line in effective.splitlines()
-
-
-def test_root_has_no_key_on_the_full_vps(config, report):
-    with pytest.raises(ConnectionFailed):
-        Connection(replace(config.target(), user="root")).open()
 
 
 def test_up_again_only_checks_and_is_quick(config, report):
@@ -113,31 +120,14 @@ def test_up_again_only_checks_and_is_quick(config, report):
     assert config.known_hosts.read_text() == pinned
 
 
-def test_a_stopped_vps_is_started_with_the_same_identity_and_docker(config, report):
+def test_a_stopped_vps_boots_again_with_the_same_identity(config, report):
     pinned = config.known_hosts.read_text()
-    assert docker("stop", config.container).returncode == 0
+    assert docker("stop", config.container).returncode == 0  # systemd shuts down (STOPSIGNAL)
     assert vps.status(config).state == "exited"
     vps.up(config)
     assert config.known_hosts.read_text() == pinned
-    with Connection(config.target()) as conn:
-        assert conn.run(["docker", "info", "--format", "{{.ServerVersion}}"]).returncode == 0
-
-
-def test_bare_mode_lets_root_in_and_has_no_docker(tmp_path_factory):
-    bare = VpsConfig(container="opskit-vps-test-bare", ssh_port=22223, http_port=28081, https_port=28444,
-                         state_dir=tmp_path_factory.mktemp("vps-bare-state"))
-    vps.down(bare)
-    try:
-        vps.up(bare, bare=True)
-        assert vps.status(bare).mode == "bare"
-        with Connection(bare.target(bare=True)) as conn:
-            assert conn.run(["id", "-un"]).stdout.decode().strip() == "root"
-            assert conn.run(["sh", "-c", "command -v docker"]).returncode != 0
-            assert conn.run(["id", "deploy"]).returncode != 0
-            assert conn.run(["python3", "--version"]).returncode == 0
-    finally:
-        vps.down(bare)
-    assert docker("container", "inspect", bare.container).returncode != 0
+    with Connection(config.target(bare=True)) as conn:
+        assert conn.run(["id", "-un"]).stdout.decode().strip() == "root"
 
 
 def test_down_removes_container_volume_and_pin_and_keeps_the_key(config, report):

@@ -27,7 +27,7 @@ from .server import Server
 SOURCE_OF = {
     "host_facts": "host", "clock": "clock", "release": "release", "docker": "docker", "compose_plan": "plan",
     "caddy": "caddy", "web": "caddy", "log_hits": "logs", "pg_admin": "pg_admin", "pg_ui": "pg_ui",
-    "redis_facts": "redis", "probe": "probe", "sse": "sse", "sshd_auth": "sshd_auth",
+    "redis_facts": "redis", "probe": "probe", "sse": "sse", "sshd_auth": "sshd_auth", "provisioned": "provisioning",
 }
 _ENV = pytest.StashKey[object]()
 _STARTED = pytest.StashKey[float]()

@@ -26,7 +26,7 @@ class Server:
     """Lazy, concurrent sources of facts. `get(name)` starts a source if needed and waits."""
 
     SOURCES = ("host", "clock", "release", "docker", "plan", "caddy", "logs", "pg_admin", "pg_ui", "redis",
-               "probe", "sse", "sshd_auth")
+               "probe", "sse", "sshd_auth", "provisioning")
 
     def __init__(self, env, remote: Remote, web_address: tuple):
         self.env, self.remote = env, remote
@@ -144,6 +144,11 @@ class Server:
         finally:
             probe.process.close_stdin()
 
+    def _gather_provisioning(self):
+        from opskit.provision.run import inspect
+
+        return inspect(AsRoot(self.remote), self.env)
+
     def _gather_sshd_auth(self) -> dict:
         out = {}
         for user in dict.fromkeys((self.env.ssh.user, "root")):
@@ -152,6 +157,17 @@ class Server:
             except Exception as exc:  # reported by the test that needs it
                 out[user] = exc
         return out
+
+
+class AsRoot:
+    """The server's commands through `sudo -n`: provisioning's facts read what only root may
+    (`sshd -T`, the loaded ruleset); `invoke provision` gives the deploy user that sudo."""
+
+    def __init__(self, remote: Remote):
+        self.remote = remote
+
+    def run(self, argv, stdin: bytes | None = None, timeout: float = 60):
+        return self.remote.run(["sudo", "-n", "--", *argv], stdin=stdin, timeout=timeout)
 
 
 def _running_heartbeat(containers: docker.DockerFacts, env) -> float:

@@ -59,13 +59,12 @@ def test_from_nothing_every_image_is_built_in_dependency_order():
     tags = built_tags(plan(facts()))
     assert tags == [i.tag for i in kit_plan.KIT]
     assert tags[0] == "opskit/base:bookworm"
-    assert tags.index("opskit/vps-bare:bookworm") < tags.index("opskit/vps:bookworm")
 
 
 def test_scripts_the_images_run_are_executable_in_the_checkout():
     # the classic builder copies files with their modes (no COPY --chmod): git must keep the x bit
-    scripts = ["postgres/docker-entrypoint.sh", "vps-bare/vps-entrypoint", "vps-bare/vps-authorize",
-               "vps-bare/vps-ready", "vps/start.d/50-docker.sh", "base/overlay/usr/sbin/policy-rc.d"]
+    scripts = ["postgres/docker-entrypoint.sh", "vps/vps-firstboot", "vps/vps-authorize",
+               "vps/vps-ready", "base/overlay/usr/sbin/policy-rc.d"]
     for script in scripts:
         assert (ROOT / "images" / script).stat().st_mode & 0o111 == 0o111, script
 
@@ -111,8 +110,8 @@ def test_a_changed_dockerfile_rebuilds_that_image_only():
 
 def test_a_changed_parent_rebuilds_its_children_too():
     f = facts()
-    changed = replace(f, images=built(f), files={**f.files, "vps-bare": files("vps-bare", "v2")})
-    assert built_tags(plan(changed)) == ["opskit/vps-bare:bookworm", "opskit/vps:bookworm"]
+    changed = replace(f, images=built(f), files={**f.files, "base": files("base", "v2")})
+    assert built_tags(plan(changed)) == [i.tag for i in kit_plan.KIT]
 
 
 def test_a_new_base_rebuilds_everything():
@@ -137,7 +136,7 @@ def test_an_image_not_built_on_the_current_parent_is_rebuilt():
     decisions = {d.image.name: d for d in kit_plan.decide(node_only, mirror=MIRROR, security_mirror=SECURITY)}
     assert not decisions["base"].build
     assert decisions["node"].build and decisions["node"].reason == "not built on the current opskit/base:bookworm"
-    assert decisions["vps"].build and decisions["vps"].reason == "its parent is rebuilt"
+    assert decisions["vps"].build and decisions["vps"].reason == "not built on the current opskit/base:bookworm"
 
 
 def test_the_caddy_binary_decides_the_caddy_image():
@@ -184,9 +183,7 @@ def test_only_root_can_build_the_base():
     assert len(plan(replace(f, images=built(f)))) == 0  # nothing to build: no root needed
 
 
-def test_the_vps_gets_the_mirror_as_a_build_arg_and_the_mirror_is_an_input():
-    steps = [s for s in plan(facts()) if isinstance(s, Run) and "opskit/vps:bookworm" in s.argv]
-    assert f"MIRROR={MIRROR}" in steps[0].argv
+def test_the_mirror_is_an_input_of_the_base_and_so_of_every_image():
     a = kit_plan.digests(facts(), MIRROR, SECURITY)
     b = kit_plan.digests(facts(), "http://other/debian", SECURITY)
     assert a["vps"] != b["vps"] and a["base"] != b["base"]
@@ -220,12 +217,12 @@ def test_folder_files_hash_content_and_executable_bit_but_not_readmes(tmp_path):
 def test_a_run_says_what_it_builds_and_why_before_it_starts():
     text = kit.intent(kit_plan.decide(facts(), mirror=MIRROR, security_mirror=SECURITY))
     lines = text.splitlines()
-    assert lines[0] == f"kit: 8 of 8 images to build; the whole kit takes about {kit.WHOLE_KIT_MINUTES} minutes:"
+    assert lines[0] == f"kit: 7 of 7 images to build; the whole kit takes about {kit.WHOLE_KIT_MINUTES} minutes:"
     assert lines[1:] == [f"  {i.tag}: missing" for i in kit_plan.KIT]
     f = facts()
     changed = replace(f, images=built(f), files={**f.files, "redis": files("redis", "v2")})
     text = kit.intent(kit_plan.decide(changed, mirror=MIRROR, security_mirror=SECURITY))
-    assert text.splitlines()[:2] == ["kit: 1 of 8 images to build:", "  opskit/redis:7: inputs changed"]
+    assert text.splitlines()[:2] == ["kit: 1 of 7 images to build:", "  opskit/redis:7: inputs changed"]
     assert text.splitlines()[2].startswith("kit: up to date: opskit/base:bookworm, ")
     again = kit_plan.decide(replace(f, images=built(f)), mirror=MIRROR, security_mirror=SECURITY)
-    assert kit.intent(again) == "kit: all 8 images up to date"
+    assert kit.intent(again) == "kit: all 7 images up to date"

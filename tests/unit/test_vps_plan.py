@@ -10,12 +10,12 @@ import pytest
 
 from opskit.errors import StepFailed, VpsError
 from opskit.sim import kit, kit_plan, vps, vps_plan
-from opskit.sim.vps_config import BARE_IMAGE, FULL_IMAGE, READY_TIMEOUT_S, VpsConfig
+from opskit.sim.vps_config import IMAGE, READY_TIMEOUT_S, VpsConfig
 from opskit.steps import SERVER, Check, Plan, Run, WriteFile
 
 PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPublicKeyOfThisCheckout opskit-vps@opskit-vps\n"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps root@vps"
-RUNNING = vps_plan.Container("running", FULL_IMAGE, "sha256:vps", "full", 2222)
+RUNNING = vps_plan.Container("running", IMAGE, "sha256:vps", True, 2222)
 
 
 @pytest.fixture
@@ -40,19 +40,20 @@ def test_from_nothing_up_makes_a_key_then_creates_gives_the_key_starts_and_waits
     assert argvs(plan)[3] == ("docker", "cp", str(config.public_key_file), "opskit-vps:/etc/vps/authorized_keys")
 
 
-def test_the_container_is_privileged_named_and_keeps_docker_on_a_volume(config):
-    create = vps_plan.create_argv(config, bare=False)
-    assert create[:2] == ["docker", "create"] and create[-1] == FULL_IMAGE
-    for flag in ("--privileged", "--init"):
-        assert flag in create
+def test_the_container_boots_systemd_privileged_named_and_keeps_docker_on_a_volume(config):
+    create = vps_plan.create_argv(config)
+    assert create[:2] == ["docker", "create"] and create[-1] == IMAGE
+    # systemd is PID 1: no --init in front of it, and /run as the tmpfs a boot expects
+    assert "--privileged" in create and "--init" not in create
+    assert [create[i + 1] for i, a in enumerate(create) if a == "--tmpfs"] == ["/run", "/run/lock"]
     assert create[create.index("--name") + 1] == "opskit-vps"
     assert create[create.index("--hostname") + 1] == "vps"
     assert create[create.index("--volume") + 1] == "opskit-vps-docker:/var/lib/docker"
-    assert "VPS_SSH_USER=deploy" in create
+    assert "opskit.vps=1" in create
 
 
 def test_every_published_port_is_on_loopback(config):
-    create = vps_plan.create_argv(config, bare=False)
+    create = vps_plan.create_argv(config)
     published = [create[i + 1] for i, a in enumerate(create) if a == "-p"]
     assert published == ["127.0.0.1:2222:22", "127.0.0.1:80:80", "127.0.0.1:443:443", "127.0.0.1:443:443/udp",
                          "127.0.0.1:15433:5433"]
@@ -60,10 +61,7 @@ def test_every_published_port_is_on_loopback(config):
     assert not any(a.startswith(("--publish-all", "-P", "--network=host")) for a in create)
 
 
-def test_bare_mode_uses_the_bare_image_and_gives_the_key_to_root(config):
-    create = vps_plan.create_argv(config, bare=True)
-    assert create[-1] == BARE_IMAGE
-    assert "VPS_SSH_USER=root" in create and "opskit.vps.mode=bare" in create
+def test_a_bare_box_lets_root_in_and_a_provisioned_one_the_deploy_user(config):
     assert config.target(bare=True).user == "root" and config.target().user == "deploy"
 
 
@@ -94,8 +92,7 @@ def test_a_stopped_vps_is_started(config):
 
 
 @pytest.mark.parametrize("container, message", [
-    (replace(RUNNING, mode="bare"), "vps.down"),
-    (replace(RUNNING, mode=None), "opskit did not make it"),
+    (replace(RUNNING, ours=False), "opskit did not make it"),
     (replace(RUNNING, ssh_port=2200), "not 2222"),
 ])
 def test_a_container_that_is_not_this_vps_is_left_alone(config, container, message):
@@ -103,13 +100,12 @@ def test_a_container_that_is_not_this_vps_is_left_alone(config, container, messa
         vps_plan.plan_up(config, with_key(container=container))
 
 
-def test_pin_writes_the_host_key_read_out_of_band_then_checks_ssh_and_docker(config):
+def test_pin_writes_the_host_key_read_out_of_band_then_checks_ssh_as_root(config):
     plan = vps_plan.plan_pin(config, with_key(container=RUNNING, host_key=HOST_KEY))
-    write, who, docker = list(plan)
+    write, who = list(plan)
     assert isinstance(write, WriteFile) and write.path == str(config.known_hosts)
     assert write.content == b"[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps\n"
-    assert isinstance(who, Check) and who.on == SERVER and who.expect == "deploy"
-    assert isinstance(docker, Check) and docker.argv[:2] == ("docker", "info")
+    assert isinstance(who, Check) and who.on == SERVER and who.expect == "root"
 
 
 def test_pin_replaces_a_stale_entry_and_keeps_other_hosts(config):
@@ -125,10 +121,10 @@ def test_pin_writes_nothing_when_the_key_is_pinned_already(config):
     assert not any(isinstance(s, WriteFile) for s in plan)
 
 
-def test_bare_pin_checks_root_and_no_docker(config):
-    plan = vps_plan.plan_pin(config, with_key(host_key=HOST_KEY), bare=True)
-    checks = [s for s in plan if isinstance(s, Check)]
-    assert [c.expect for c in checks] == ["root"] and not any("docker" in c.argv for c in checks)
+def test_a_provisioned_box_is_pinned_with_no_root_login(config):
+    # root is refused there by design: provisioning proves its own logins
+    plan = vps_plan.plan_pin(config, with_key(host_key=HOST_KEY), login=None)
+    assert not any(isinstance(s, Check) for s in plan)
 
 
 def test_port_22_is_written_without_brackets(tmp_path):
@@ -196,13 +192,13 @@ def test_config_from_the_local_environment(make_env):
 
 # -- up builds missing kit images first, as steps of its own plan ------------------------------------
 
-BUILD_VPS = Run("build opskit/vps:bookworm (missing)", ["docker", "build", "--tag", FULL_IMAGE, "images/vps"])
+BUILD_VPS = Run("build opskit/vps:bookworm (missing)", ["docker", "build", "--tag", IMAGE, "images/vps"])
 
 
 @pytest.fixture
 def vps_missing(monkeypatch):
     """A machine whose kit lacks only the VPS image, and no VPS yet (no engine asked)."""
-    decisions = [kit_plan.Decision(i, "d", i.tag == FULL_IMAGE, "missing" if i.tag == FULL_IMAGE else "up to date")
+    decisions = [kit_plan.Decision(i, "d", i.tag == IMAGE, "missing" if i.tag == IMAGE else "up to date")
                  for i in kit_plan.KIT]
     monkeypatch.setattr(kit, "prepare", lambda: (decisions, Plan("kit.build", [BUILD_VPS])))
     monkeypatch.setattr(vps, "gather", lambda config: vps_plan.VpsFacts())
@@ -212,7 +208,7 @@ def test_up_says_which_kit_images_it_builds_and_why_and_its_dry_run_shows_the_st
     out = io.StringIO()
     assert vps.up(config, dry_run=True, out=out) is None
     text = out.getvalue()
-    assert "kit: 1 of 8 images to build:\n  opskit/vps:bookworm: missing" in text
+    assert "kit: 1 of 7 images to build:\n  opskit/vps:bookworm: missing" in text
     plan = text[text.index("plan vps.up"):]
     assert plan.index("build opskit/vps:bookworm (missing)") < plan.index("create opskit-vps from")
 
