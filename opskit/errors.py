@@ -109,3 +109,7 @@ class VpsError(OpskitError):
 
 class ProvisionRefused(OpskitError, exit_code=EXIT_REFUSED):
     """Provisioning will not start: the change would lock someone out, or the host is not one it knows."""
+
+
+class NotConverged(OpskitError, exit_code=EXIT_STEP_FAILED):
+    """Provisioning ran its steps, and reading the server again still finds differences."""

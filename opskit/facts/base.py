@@ -114,7 +114,9 @@ def read(connection, *facts: Fact, what: str = "", more: str = "", timeout: floa
         found = {facts[0].name: Output(done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"),
                                        done.returncode)}
     else:
-        done = connection.run(batch(facts), timeout=timeout)
+        # the program goes on stdin: a process list, or sudo's log line on a server that reads as
+        # root, shows `sh -s`, not pages of probes
+        done = connection.run(["sh", "-s"], stdin=batch(facts)[2].encode(), timeout=timeout)
         found = split(done.stdout.decode(errors="replace"))
     return parse_all(facts, found, what, more, check, done.stderr.decode(errors="replace"))
 

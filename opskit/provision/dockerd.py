@@ -4,9 +4,12 @@ dockerd restarts or is upgraded), a default json-file log cap from the inventory
 
 The file is checked with `dockerd --validate` before it replaces the old one, and dockerd is
 touched only when the file changed or the running daemon reports other settings than the file's.
-Containers survive that: a reload (SIGHUP) first turns live-restore on in the running daemon,
-then a restart, only when a key that a reload does not apply changed. With live-restore wanted
-off, the restart comes without a reload, so the daemon that stops still has it on if it had.
+Containers survive that: a reload (SIGHUP) first gives the running daemon the live-restore it is
+meant to have, then a restart, only when a key that a reload does not apply changed. The reload
+comes first with live-restore wanted off too: a daemon that stops with it on leaves its containers
+running, and one that starts with it off then kills them and cancels their restart policy (seen
+on Engine 26.1: "ShouldRestart failed ... restart canceled"); stopping with it off stops them
+cleanly, and the new daemon restarts them by their policy.
 
 Keys of daemon.json that are not ours (registry mirrors, data-root...) are kept; ours replace
 whatever was there. On a bare host (no dockerd yet) the file is written first and dockerd starts
@@ -23,7 +26,7 @@ import json
 from ..facts import system
 from ..facts.files import files
 from ..steps import SERVER, Run
-from .item import ItemPlan, Wanted, converge_files
+from .item import ItemPlan, Wanted, converge_files, put
 
 NAME = "dockerd"
 TITLE = "Docker daemon settings"
@@ -114,53 +117,50 @@ def _on(value) -> str:
     return "on" if value else "off"
 
 
-# The reload is a SIGHUP (docker.service: ExecReload=kill -s HUP), handled in the background: wait
-# until the daemon reports the live-restore it was given, so that a restart after it finds it on.
-_RELOAD = r"""
-set -eu
-want=$1
-systemctl reload docker
-i=0
-until [ "$(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null)" = "$want" ]; do
-    i=$((i + 1))
-    if [ "$i" -gt 150 ]; then
-        echo "dockerd did not take live-restore=$want within 15 s of a reload (see journalctl -u docker)" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
+# The reload is a SIGHUP (docker.service: ExecReload=kill -s HUP), handled in the background:
+# `reload_to` waits until the daemon reports the live-restore it was given, so that a restart
+# after it finds the daemon as the module's docstring says it must be.
+_RELOAD_TO = r"""
+# wait_until TRIES PAUSE WHAT CMD...: CMD until it succeeds, at most TRIES times PAUSE seconds apart
+wait_until() {
+    tries=$1 pause=$2 what=$3; shift 3
+    i=0
+    until "$@"; do
+        i=$((i + 1))
+        if [ "$i" -gt "$tries" ]; then
+            echo "$what (see journalctl -u docker)" >&2
+            exit 1
+        fi
+        sleep "$pause"
+    done
+}
+live_restore_is() { [ "$(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null)" = "$1" ]; }
+answers() { docker info >/dev/null 2>&1; }
+reload_to() {
+    systemctl reload docker
+    wait_until 150 0.1 "dockerd did not take live-restore=$1 within 15 s of a reload" live_restore_is "$1"
+}
 """
 
+_RELOAD = _RELOAD_TO + 'set -eu\nreload_to "$1"\n'
+
 # $1 = when: `always`, or `if-running` (no dockerd when the facts were read; the packages item may
-# have installed and started it since, with the defaults). reset-failed first: docker.service
-# refuses a 4th start within 60 s (StartLimitBurst), and this restart is on purpose, right after
-# an install that started it.
-_RESTART = r"""
+# have installed and started it since, with Docker's defaults: reloaded first, like any other).
+# reset-failed first: docker.service refuses a 4th start within 60 s (StartLimitBurst), and this
+# restart is on purpose, right after an install that started it.
+_RESTART = _RELOAD_TO + r"""
 set -eu
 when=$1 want=$2
-if [ "$when" = if-running ] && ! systemctl is-active --quiet docker 2>/dev/null; then
-    echo "dockerd is not running: it starts with the new daemon.json"
-    exit 0
-fi
-if [ "$want" = true ] && [ "$when" = if-running ]; then
-    systemctl reload docker
-    i=0
-    until [ "$(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null)" = true ] || [ "$i" -gt 150 ]; do
-        i=$((i + 1))
-        sleep 0.1
-    done
+if [ "$when" = if-running ]; then
+    if ! systemctl is-active --quiet docker 2>/dev/null; then
+        echo "dockerd is not running: it starts with the new daemon.json"
+        exit 0
+    fi
+    reload_to "$want"
 fi
 systemctl reset-failed docker.service 2>/dev/null || true
 systemctl restart docker
-i=0
-until docker info >/dev/null 2>&1; do
-    i=$((i + 1))
-    if [ "$i" -gt 60 ]; then
-        echo "dockerd did not answer within 60 s of its restart (see journalctl -u docker)" >&2
-        exit 1
-    fi
-    sleep 1
-done
+wait_until 60 1 "dockerd did not answer within 60 s of its restart" answers
 """
 
 
@@ -207,7 +207,16 @@ def plan(host, found: dict, d: system.Dockerd) -> ItemPlan:
     if content_changed:
         keys = sorted(set(keys) | set(restart_keys(None if broken else old, new)))
     live_restore_differs = d.live_restore != live_restore
-    if (content_changed or live_restore_differs) and (live_restore or not keys):
+    if keys and live_restore_differs and content_changed and not broken:
+        # a reload applies nothing of a file that fails its check, and Engine 26.1 (Debian's) fails
+        # any with "userland-proxy": true on a reload ("userland-proxy-path is not set"): so
+        # live-restore goes first, alone, in the running daemon's file without that key (a reload
+        # never applies it anyway); then the whole file and the restart
+        kept = {k: v for k, v in (old or {}).items() if k != "userland-proxy"}
+        interim = Wanted(DAEMON_JSON, render({**kept, "live-restore": live_restore}).encode(), validate=VALIDATE)
+        steps = [put(f"write {DAEMON_JSON} with only live-restore changed", interim), reload(live_restore),
+                 *steps]
+    elif content_changed or live_restore_differs:
         steps.append(reload(live_restore))
     if keys:
         steps.append(restart(live_restore, keys))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from ..errors import AuthenticationRefused, OpskitError, ProvisionRefused
+from ..errors import AuthenticationRefused, NotConverged, OpskitError, ProvisionRefused
 from ..facts import packages as package_facts
 from ..facts.base import read
 from ..inventory.model import Target
@@ -153,16 +153,16 @@ def provision(env, dry_run: bool = False, out=None) -> Report:
                     runner.say(Plan(f"provision.{p.item}", list(p.steps)).render())
             runner.say("(dry run: nothing was changed)")
             return Report(login, tuple(plans), time.monotonic() - started, True)
-        for p in plans:
-            if p.steps:
-                _run_item(runner, p)
-        after = plan_all(conn, host)
-        left = [c for p in after for c in p.changes]
-        if left:
-            raise ProvisionRefused("provisioning ran but the server still differs (something on it undoes a "
+        changed = [p for p in plans if p.steps]
+        for p in changed:
+            _run_item(runner, p)
+        if changed:  # check, apply, check: the server must now be as every item wants it
+            left = [c for p in plan_all(conn, host) for c in p.changes]
+            if left:
+                raise NotConverged("provisioning ran but the server still differs (something on it undoes a "
                                    "change, or an item is wrong):\n" + "\n".join(f"  - {c}" for c in left))
-        marker = Wanted(PROVISIONED, b"provisioned by opskit\n")
-        if any(p.changes for p in plans) or not conn.run(["test", "-f", PROVISIONED]).returncode == 0:
+        if changed or conn.run(["test", "-f", PROVISIONED]).returncode != 0:
+            marker = Wanted(PROVISIONED, b"provisioned by opskit\n")
             runner.run(Plan("provision.done", [put("mark the host provisioned", marker)]))
     finally:
         conn.close()

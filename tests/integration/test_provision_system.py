@@ -228,25 +228,38 @@ def test_dockerd_takes_daemon_json_and_running_containers_survive_its_restart(bo
     assert container(box, "logcap")["HostConfig"]["LogConfig"] == {
         "Type": "json-file", "Config": {"max-size": env.logging.max_size, "max-file": str(env.logging.max_files)}}
 
-    # Docker's defaults back (live-restore off, userland proxy on): a restart without a reload
-    defaults = plan_of(box, dockerd, host_for(box, env, live_restore=False, userland_proxy=True))
-    assert [s.title.split(" (")[0] for s in defaults.steps] == [f"write {dockerd.DAEMON_JSON}",
-                                                               "restart dockerd for userland-proxy"]
-    apply(box, defaults)
-    assert info(box)["LiveRestoreEnabled"] is False
-
-    # a container that must live through the change back: reload (live-restore on), then restart
+    # a container with a restart policy, running through both changes below
     box.sh("docker run -d --name keep --restart unless-stopped -p 18080:8080 opskit/base:bookworm "
            + " ".join(f"'{a}'" for a in SERVE))
     for _ in range(50):
         if "alive" in answer(box, "127.0.0.1", 18080):
             break
         time.sleep(0.2)
+    first = container(box, "keep")["State"]
+
+    # Docker's defaults back (live-restore off, userland proxy on): reload first, so the daemon that
+    # stops has live-restore off and stops the container cleanly, and the new one restarts it by its
+    # policy (restarted with live-restore still on, the new daemon would kill it for good)
+    defaults = plan_of(box, dockerd, host_for(box, env, live_restore=False, userland_proxy=True))
+    assert [s.title.split(" (")[0] for s in defaults.steps] == [
+        f"write {dockerd.DAEMON_JSON} with only live-restore changed", "reload dockerd", f"write {dockerd.DAEMON_JSON}",
+        "restart dockerd for userland-proxy"]
+    apply(box, defaults)
+    assert info(box)["LiveRestoreEnabled"] is False
+    for _ in range(50):
+        if container(box, "keep")["State"]["Status"] == "running" and "alive" in answer(box, "127.0.0.1", 18080):
+            break
+        time.sleep(0.2)
+    again = container(box, "keep")["State"]
+    assert again["Status"] == "running" and again["StartedAt"] != first["StartedAt"], again
+
+    # back to ours: reload (live-restore on), then restart; the container lives through it
     before = container(box, "keep")["State"]
     dockerd_pid = box.sh("systemctl show -p MainPID --value docker")
     change = plan_of(box, dockerd, h)
     assert [s.title.split(" (")[0] for s in change.steps] == [
-        f"write {dockerd.DAEMON_JSON}", "reload dockerd", "restart dockerd for userland-proxy"]
+        f"write {dockerd.DAEMON_JSON} with only live-restore changed", "reload dockerd", f"write {dockerd.DAEMON_JSON}",
+        "restart dockerd for userland-proxy"]
     seconds = apply(box, change)
     after = container(box, "keep")["State"]
     restarted_pid = box.sh("systemctl show -p MainPID --value docker")

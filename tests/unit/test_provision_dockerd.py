@@ -83,10 +83,12 @@ def test_the_new_file_is_validated_by_dockerd_before_it_replaces_the_old(host):
 
 def test_docker_with_its_defaults_is_reloaded_then_restarted(host):
     p = dockerd.plan(host(), daemon_json(None), running(DEFAULT_INFO))
-    assert titles(p) == [f"write {PATH}", "reload dockerd", "restart dockerd for log-opts, no-new-privileges, "
-                         "userland-proxy"]
+    # live-restore alone first: a reload applies nothing of a file that fails its check
+    assert titles(p) == [f"write {PATH} with only live-restore changed", "reload dockerd", f"write {PATH}",
+                         "restart dockerd for log-opts, no-new-privileges, userland-proxy"]
+    assert p.steps[0].stdin == b'{\n  "live-restore": true\n}\n'
     assert p.steps[1].argv[-1] == "true"  # waits for live-restore on before the restart
-    assert "live-restore keeps the containers running" in p.steps[2].title
+    assert "live-restore keeps the containers running" in p.steps[3].title
 
 
 def test_reload_is_the_only_key_reloadable_of_ours():
@@ -106,13 +108,16 @@ def test_a_change_of_live_restore_alone_is_a_reload_without_restart(host):
     assert p.steps[1].argv[-1] == "false"
 
 
-def test_with_live_restore_off_the_restart_comes_without_a_reload(host):
-    # the daemon that stops keeps live-restore on (if it had it), so its containers outlive it
+def test_with_live_restore_off_the_reload_comes_before_the_restart(host):
+    # a daemon that stops with live-restore on leaves its containers running, and the next one,
+    # started with it off, kills them and cancels their restart policy: the stack stays down.
+    # Reloaded first, the stopping daemon stops them cleanly and the new one restarts them.
     h = host(live_restore=False, userland_proxy=True)
     old = dockerd.ours(host())
     p = dockerd.plan(h, daemon_json(old), running(WANTED_INFO))
-    assert titles(p) == [f"write {PATH}", "restart dockerd for userland-proxy"]
-    assert "running containers restart too" in p.steps[1].title
+    assert titles(p) == [f"write {PATH} with only live-restore changed", "reload dockerd", f"write {PATH}",
+                         "restart dockerd for userland-proxy"]
+    assert p.steps[1].argv[-1] == "false" and "running containers restart too" in p.steps[3].title
 
 
 def test_a_converged_daemon_plans_nothing(host):
@@ -172,3 +177,13 @@ def test_the_dockerd_fact_is_parsed_on_a_bare_box_a_stopped_and_a_running_daemon
                               f"=====opskit:info=====\nWARNING: bridge-nf-call\n{json.dumps(WANTED_INFO)}\n")
     assert up.answers and up.live_restore is True and up.logging_driver == "json-file"
     assert up.no_new_privileges is True and up.version == "26.1.5+dfsg1"
+
+
+def test_the_live_restore_alone_file_leaves_out_what_a_reload_refuses(host):
+    # Engine 26.1 fails a reload of any file with "userland-proxy": true ("userland-proxy-path is
+    # not set") and then applies nothing, live-restore included
+    defaults = {"live-restore": False, "userland-proxy": True, "registry-mirrors": ["https://mirror.example"]}
+    p = dockerd.plan(host(), daemon_json(defaults), running({**WANTED_INFO, "LiveRestoreEnabled": False}))
+    interim = json.loads(p.steps[0].stdin)
+    assert interim == {"live-restore": True, "registry-mirrors": ["https://mirror.example"]}
+    assert json.loads(p.steps[2].stdin)["userland-proxy"] is False
