@@ -61,11 +61,25 @@ _HEADER = """\
 """
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+def tunnels(host) -> tuple:
+    """`host:port` the deploy user may forward to: Postgres on the server's loopback (`invoke
+    db.tunnel`), and a registry the inventory names on the server's loopback, which a push from
+    here reaches through a tunnel (`registry: 127.0.0.1:5000/team`)."""
+    out = [host.env.postgres.publish]
+    address = (host.env.registry or "").split("/", 1)[0]
+    if ":" in address and address.rsplit(":", 1)[0] in LOOPBACK:
+        out.append(address)
+    return tuple(dict.fromkeys(out))
+
+
 def groups(host) -> tuple:
     """The drop-in as (why, ((Keyword, value), ...)) groups, in order. `sshd -T` prints each
     setting back as `keyword value`, the keyword in lower case."""
-    user, tunnel = host.env.ssh.user, host.env.postgres.publish
-    for what, value in (("the deploy user", user), ("postgres.publish", tunnel)):
+    user, tunnel = host.env.ssh.user, " ".join(tunnels(host))
+    for what, value in (("the deploy user", user), *(("a tunnel's end", t) for t in tunnels(host))):
         if not re.fullmatch(r"[^\s#\"\\]+", value):
             raise ValueError(f"{what} {value!r} cannot be written into sshd_config")
     return (
@@ -74,7 +88,7 @@ def groups(host) -> tuple:
           ("AuthenticationMethods", "publickey"), ("PasswordAuthentication", "no"),
           ("KbdInteractiveAuthentication", "no"), ("PermitEmptyPasswords", "no"),
           ("MaxAuthTries", str(host.settings.ssh_max_auth_tries)), ("LoginGraceTime", "30"))),
-        ("No forwarding but the local one `invoke db.tunnel` opens to Postgres on the server's loopback.",
+        ("No forwarding but the local ones to the server's loopback: Postgres (`invoke db.tunnel`), a registry.",
          (("X11Forwarding", "no"), ("AllowAgentForwarding", "no"), ("AllowStreamLocalForwarding", "no"),
           ("PermitTunnel", "no"), ("GatewayPorts", "no"), ("AllowTcpForwarding", "local"),
           ("PermitOpen", tunnel), ("PermitListen", "none"))),

@@ -15,6 +15,7 @@ import yaml
 
 from opskit import ROOT, deploy, inventory, render, smoke
 from opskit.errors import DeployRefused, StepFailed
+from opskit.provision.run import provision
 from opskit.runner import Runner
 from opskit.sim import vps
 from opskit.sim.vps_config import VpsConfig
@@ -192,8 +193,11 @@ CMD ["docker-registry", "serve", "/etc/docker/registry/config.yml"]
 @pytest.fixture
 def registry(live, tmp_path):
     """Debian's registry, run inside the VPS and reached from here through an SSH tunnel, so that
-    `127.0.0.1:PORT` names the same registry on both sides (as a real registry's name would)."""
+    `127.0.0.1:PORT` names the same registry on both sides (as a real registry's name would). The
+    server's sshd lets the tunnel through once provisioning knows of that registry."""
     port = free_port()
+    with_registry = edited(lambda raw: raw["environments"]["local"].update(registry=f"127.0.0.1:{port}/jobagent"))
+    provision(with_registry)
     (tmp_path / "Dockerfile").write_text(REGISTRY_DOCKERFILE)
     (tmp_path / "config.yml").write_text(REGISTRY_CONFIG)
     subprocess.run(["docker", "build", "-q", "-t", REGISTRY_IMAGE, str(tmp_path)], check=True, capture_output=True)
@@ -218,6 +222,7 @@ def registry(live, tmp_path):
         tunnel.terminate()
         tunnel.wait(10)
         live.out(["docker", "rm", "-f", "opskit-test-registry"])
+        provision(live.env)  # the tunnel's end closed again
 
 
 def test_with_a_registry_the_built_images_are_pushed_and_pulled(live, registry):

@@ -433,3 +433,13 @@ def test_ed25519_and_rsa_deploy_keys_are_accepted(host):
     keys = (f"ssh-ed25519 {SERVER_KEY} ops@laptop", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ ci@runner",
             f"sk-ssh-ed25519@openssh.com {SERVER_KEY}")
     assert plan(dataclasses.replace(host, deploy_keys=keys), effective(FRESH), files(host), pinned(host)).steps
+
+
+def test_a_registry_on_the_servers_loopback_may_be_tunnelled_to_and_nothing_else(host):
+    def text(registry):
+        there = dataclasses.replace(host, env=dataclasses.replace(host.env, registry=registry))
+        return sshd.render(there).decode()
+    assert "\nPermitOpen 127.0.0.1:5433 127.0.0.1:5000\n" in text("127.0.0.1:5000/jobagent")
+    assert "\nPermitOpen 127.0.0.1:5433\n" in text("registry.example.com/team")
+    assert "\nPermitOpen 127.0.0.1:5433\n" in text("10.0.0.5:5000/team")
+    assert "\nPermitOpen 127.0.0.1:5433\n" in text(None)
