@@ -151,8 +151,9 @@ def provision(env, dry_run: bool = False, out=None) -> Report:
             for p in plans:
                 if p.steps:
                     runner.say(Plan(f"provision.{p.item}", list(p.steps)).render())
-            runner.say("(dry run: nothing was changed)")
-            return Report(login, tuple(plans), time.monotonic() - started, True)
+            report = Report(login, tuple(plans), time.monotonic() - started, True)
+            runner.say(f"{report}\n(dry run: nothing was changed)")
+            return report
         changed = [p for p in plans if p.steps]
         for p in changed:
             _run_item(runner, p)
