@@ -27,7 +27,8 @@ from ..runner import Runner
 from ..ssh import Connection
 from ..steps import Check, Plan
 from . import kit
-from .vps_config import BIND, GIVEN_KEYS, HOST_KEY, LABEL, PROVISIONED, VpsConfig
+from ..provision.item import PROVISIONED
+from .vps_config import BIND, GIVEN_KEYS, HOST_KEY, LABEL, VpsConfig
 from .vps_plan import Container, VpsFacts, known_hosts_line, plan_down, plan_pin, plan_up, runs_older_image
 
 # -- facts ------------------------------------------------------------------------------------------

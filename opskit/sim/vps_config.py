@@ -11,7 +11,6 @@ from pathlib import Path
 
 from .. import ROOT
 from ..errors import VpsError
-from ..provision.item import PROVISIONED  # noqa: F401  (what `invoke provision` leaves when it is done)
 from ..ssh import Target
 
 BIND = "127.0.0.1"  # the only address anything is published on

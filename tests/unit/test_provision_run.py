@@ -42,12 +42,15 @@ def test_a_missing_pub_file_is_derived_from_its_private_key(env, tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (None, "No such file"),
-    ("-----BEGIN OPENSSH PRIVATE KEY-----\n", "not a public key line"),
+    ("private", "not a public key line"),
     ("", "no key in them"),
 ])
 def test_a_deploy_user_without_a_usable_key_is_refused_before_any_login(env, tmp_path, content, message):
     pub = tmp_path / "id.pub"
-    if content is not None:
+    if content == "private":  # a private key named where a public one belongs, made here (none in git)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "made")], check=True)
+        pub.write_bytes((tmp_path / "made").read_bytes())
+    elif content is not None:
         pub.write_text(content)
     with pytest.raises(ProvisionRefused, match=message) as refused:
         read_keys(settings(env, pub))
