@@ -57,9 +57,11 @@ def gather(config: VpsConfig) -> VpsFacts:
         info = json.loads(inspected.stdout)[0]
         bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
         ssh = (bindings.get("22/tcp") or [{}])[0].get("HostPort")
+        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
         container = Container(
             state=info["State"]["Status"], image=info["Config"]["Image"], image_id=info["Image"],
-            ours=LABEL in (info["Config"].get("Labels") or {}), ssh_port=int(ssh) if ssh else None)
+            ours=LABEL in (info["Config"].get("Labels") or {}), ssh_port=int(ssh) if ssh else None,
+            networks={n: (v or {}).get("NetworkID") for n, v in networks.items()})
     elif "No such" not in inspected.stderr and "no such" not in inspected.stderr:
         raise VpsError(f"cannot ask Docker about {config.container}: {inspected.stderr.strip()} "
                        "(is the engine up? scripts/setup-docker.sh)")
@@ -76,8 +78,14 @@ def gather(config: VpsConfig) -> VpsFacts:
         tags, _, image_id = line.rpartition(" ")
         for tag in json.loads(tags or "[]"):
             image_ids[tag] = image_id
+    network = _docker("network", "inspect", "--format", "{{.Id}}", config.network)
+    network_id = network.stdout.strip() if network.returncode == 0 else None
+    # stopped containers too (a network's own inspect lists running ones only)
+    users = _docker("ps", "--all", "--filter", f"network={config.network}", "--format", "{{.Names}}").stdout.split()
     return VpsFacts(
         container=container,
+        network_id=network_id,
+        network_users=tuple(users),
         has_volume=_docker("volume", "inspect", config.volume).returncode == 0,
         has_key=config.key_file.exists(),
         key_mode=key_mode,

@@ -19,6 +19,11 @@ HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
 GIVEN_KEYS = "/etc/vps/authorized_keys"  # read by the image's vps-authorize
 LABEL = "opskit.vps"  # on every container `vps.up` makes
 READY_TIMEOUT_S = 120
+# The VPS's own network, outside Docker's default address pools (172.17.0.0/16 to 172.31.0.0/16,
+# 192.168.0.0/16): the Docker inside the VPS takes its networks from those pools, and a route of
+# its that covers the VPS's own address would make the outer engine refuse to attach it.
+NETWORK_SUBNET = "10.213.0.0/24"
+NETWORK = "opskit-vps-net"  # one for every simulated VPS (a subnet cannot be given twice)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,11 @@ class VpsConfig:
     @property
     def volume(self) -> str:
         return f"{self.container}-docker"
+
+    @property
+    def network(self) -> str:
+        """The network the VPS sits on: the project's own, where tests reach it from their containers."""
+        return NETWORK
 
     @property
     def host_pattern(self) -> str:

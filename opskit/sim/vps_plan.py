@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..errors import VpsError
 from ..steps import LOCAL, SERVER, Check, Plan, Run, WriteFile
-from .vps_config import BIND, GIVEN_KEYS, HOST_KEY, LABEL, READY_TIMEOUT_S, VpsConfig
+from .vps_config import BIND, GIVEN_KEYS, HOST_KEY, LABEL, NETWORK_SUBNET, READY_TIMEOUT_S, VpsConfig
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Container:
     image_id: str
     ours: bool  # it carries the label `vps.up` gives
     ssh_port: int | None
+    networks: dict = field(default_factory=dict)  # network name -> its id, as the container records them
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class VpsFacts:
     known_hosts: str = ""  # the state folder's known_hosts as it is now
     image_ids: dict = field(default_factory=dict)  # image reference -> id, for the VPS image
     provisioned: str | None = None  # what `invoke provision` left in PROVISIONED, when it runs
+    network_id: str | None = None  # the id of config.network, when it exists
+    network_users: tuple = ()  # the containers attached to config.network
 
 
 def publish_args(config: VpsConfig) -> list[str]:
@@ -55,8 +58,20 @@ def container_runtime_args() -> list[str]:
 def create_argv(config: VpsConfig) -> list[str]:
     # the volume: overlay2 for the nested Docker cannot sit on the container's own overlay
     return ["docker", "create", "--name", config.container, "--hostname", "vps", *container_runtime_args(),
-            "--label", f"{LABEL}=1", "--volume", f"{config.volume}:/var/lib/docker", *publish_args(config),
-            config.image]
+            "--label", f"{LABEL}=1", "--network", config.network, "--volume", f"{config.volume}:/var/lib/docker",
+            *publish_args(config), config.image]
+
+
+def network_argv(config: VpsConfig) -> list[str]:
+    return ["docker", "network", "create", "--label", f"{LABEL}=1", "--subnet", NETWORK_SUBNET, config.network]
+
+
+def on_its_network(config: VpsConfig, facts: VpsFacts) -> bool:
+    """Whether the container is attached to the network that exists now under config.network (one
+    made by an older opskit sits on Docker's default bridge; one whose network was removed cannot
+    start)."""
+    c = facts.container
+    return c is not None and facts.network_id is not None and c.networks.get(config.network) == facts.network_id
 
 
 def plan_up(config: VpsConfig, facts: VpsFacts) -> Plan:
@@ -85,6 +100,14 @@ def plan_up(config: VpsConfig, facts: VpsFacts) -> Plan:
                    ["docker", "cp", str(config.public_key_file), f"{name}:{GIVEN_KEYS}"])
     wait = Run("wait for sshd in the VPS (it boots first)",
                ["docker", "exec", name, "vps-ready", str(READY_TIMEOUT_S)], timeout=READY_TIMEOUT_S + 30)
+    if facts.network_id is None:
+        plan.add(Run(f"create its network {config.network} ({NETWORK_SUBNET})", network_argv(config)))
+    if c is not None and not on_its_network(config, facts):
+        # a simulated box is cattle: its Docker data stays on the volume, `provision` redoes the rest
+        plan.add(Run(f"remove {name}: it is not on the network {config.network} (made by an older opskit, "
+                     "or its network was removed); it is made again, its volume kept",
+                     ["docker", "rm", "--force", name]))
+        c = None
     if c is None:
         plan.add(Run(f"create {name} from {config.image}", create_argv(config)),
                  give_key, Run(f"start {name}", ["docker", "start", name]), wait)
@@ -162,6 +185,8 @@ def plan_down(config: VpsConfig, facts: VpsFacts) -> Plan:
         plan.add(Run(f"remove {config.container}", ["docker", "rm", "--force", "--volumes", config.container]))
     if facts.has_volume:
         plan.add(Run(f"remove its Docker volume {config.volume}", ["docker", "volume", "rm", config.volume]))
+    if facts.network_id is not None and set(facts.network_users) <= {config.container}:
+        plan.add(Run(f"remove its network {config.network}", ["docker", "network", "rm", config.network]))
     kept = without_host(facts.known_hosts, config.host_pattern)
     if kept != facts.known_hosts:
         plan.add(WriteFile(f"forget its host key ({config.host_pattern})", str(config.known_hosts),

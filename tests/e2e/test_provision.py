@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 
 import pytest
 
@@ -173,15 +172,12 @@ def test_an_item_undone_by_hand_turns_its_check_red_and_provision_restores_it(de
 
 
 def test_a_container_publishing_another_port_is_not_reachable_from_outside_the_vps(deployed, config):
-    """From a container of our own on a network of our own that the VPS joins: SSH and HTTPS answer,
-    a port a container inside the VPS publishes on 0.0.0.0 does not (while it answers inside)."""
-    network = f"opskit-fwprobe-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
+    """From a container of our own on the VPS's own network: SSH and HTTPS answer, a port a
+    container inside the VPS publishes on 0.0.0.0 does not (while it answers inside)."""
+    address = subprocess.run(["docker", "inspect", "--format",
+                              "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % config.network,
+                              config.container], capture_output=True, text=True, check=True).stdout.strip()
     try:
-        subprocess.run(["docker", "network", "connect", network, config.container], check=True, capture_output=True)
-        address = subprocess.run(["docker", "inspect", "--format",
-                                  "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % network,
-                                  config.container], capture_output=True, text=True, check=True).stdout.strip()
         in_vps(config, "docker rm -f opskit-fwprobe >/dev/null 2>&1; docker run -d --name opskit-fwprobe "
                        "-p 0.0.0.0:8081:6379 opskit/redis:7 redis-server --protected-mode no >/dev/null")
         in_vps(config, "bash -c 'for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/8081) 2>/dev/null && exit 0; "
@@ -190,15 +186,13 @@ def test_a_container_publishing_another_port_is_not_reachable_from_outside_the_v
                  "    s = socket.socket(); s.settimeout(3)\n"
                  "    try:\n        s.connect((sys.argv[1], port)); print(port, 'open')\n"
                  "    except OSError as e:\n        print(port, 'closed', type(e).__name__)\n")
-        done = subprocess.run(["docker", "run", "--rm", "--network", network, "opskit/python:3.11", "python3", "-c",
-                               probe, address], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(["docker", "run", "--rm", "--network", config.network, "opskit/python:3.11",
+                               "python3", "-c", probe, address], capture_output=True, text=True, timeout=120)
         lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
         assert lines["22"] == "open" and lines["443"] == "open", done.stdout + done.stderr
         assert lines["8081"].startswith("closed"), done.stdout
     finally:
         in_vps(config, "docker rm -f opskit-fwprobe", check=False)
-        subprocess.run(["docker", "network", "disconnect", "-f", network, config.container], capture_output=True)
-        subprocess.run(["docker", "network", "rm", network], capture_output=True)
 
 
 def test_a_reboot_brings_the_stack_back_healthy_with_no_deploy(deployed, config):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from opskit.steps import SERVER, Check, Plan, Run, WriteFile
 
 PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPublicKeyOfThisCheckout opskit-vps@opskit-vps\n"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheVps root@vps"
-RUNNING = vps_plan.Container("running", IMAGE, "sha256:vps", True, 2222)
+RUNNING = vps_plan.Container("running", IMAGE, "sha256:vps", True, 2222, {"opskit-vps-net": "net1"})
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def config(tmp_path) -> VpsConfig:
 
 
 def with_key(**changes) -> vps_plan.VpsFacts:
-    return replace(vps_plan.VpsFacts(has_key=True, key_mode=0o600, public_key=PUBLIC), **changes)
+    return replace(vps_plan.VpsFacts(has_key=True, key_mode=0o600, public_key=PUBLIC, network_id="net1"), **changes)
 
 
 def argvs(plan) -> list[tuple]:
@@ -33,11 +34,12 @@ def argvs(plan) -> list[tuple]:
 
 def test_from_nothing_up_makes_a_key_then_creates_gives_the_key_starts_and_waits(config):
     plan = vps_plan.plan_up(config, vps_plan.VpsFacts())
-    assert [a[:2] for a in argvs(plan)] == [("mkdir", "-p"), ("ssh-keygen", "-q"), ("docker", "create"),
-                                            ("docker", "cp"), ("docker", "start"), ("docker", "exec")]
+    assert [a[:2] for a in argvs(plan)] == [("mkdir", "-p"), ("ssh-keygen", "-q"), ("docker", "network"),
+                                            ("docker", "create"), ("docker", "cp"), ("docker", "start"),
+                                            ("docker", "exec")]
     keygen = argvs(plan)[1]
     assert keygen[keygen.index("-t") + 1] == "ed25519" and keygen[-1] == str(config.key_file)
-    assert argvs(plan)[3] == ("docker", "cp", str(config.public_key_file), "opskit-vps:/etc/vps/authorized_keys")
+    assert argvs(plan)[4] == ("docker", "cp", str(config.public_key_file), "opskit-vps:/etc/vps/authorized_keys")
 
 
 def test_the_container_boots_systemd_privileged_named_and_keeps_docker_on_a_volume(config):
@@ -50,6 +52,29 @@ def test_the_container_boots_systemd_privileged_named_and_keeps_docker_on_a_volu
     assert create[create.index("--hostname") + 1] == "vps"
     assert create[create.index("--volume") + 1] == "opskit-vps-docker:/var/lib/docker"
     assert "opskit.vps=1" in create
+
+
+def test_the_vps_sits_on_a_network_of_its_own_outside_the_pools_its_inner_docker_takes_from(config):
+    create = vps_plan.create_argv(config)
+    assert create[create.index("--network") + 1] == "opskit-vps-net"
+    network = vps_plan.network_argv(config)
+    subnet = ipaddress.ip_network(network[network.index("--subnet") + 1])
+    # Docker's default pools: an inner network there could cover the VPS's address (seen in CI)
+    assert not any(subnet.overlaps(ipaddress.ip_network(p)) for p in ("172.16.0.0/12", "192.168.0.0/16"))
+    assert network[-1] == "opskit-vps-net" and "opskit.vps=1" in network
+
+
+@pytest.mark.parametrize("container, network_id", [
+    (replace(RUNNING, networks={"bridge": "b0"}), "net1"),  # made by an older opskit
+    (RUNNING, None),  # its network was removed: it could not start again
+    (replace(RUNNING, state="exited", networks={"opskit-vps-net": "gone"}), "net1"),
+])
+def test_a_vps_off_its_network_is_made_again_with_its_volume_kept(config, container, network_id):
+    plan = vps_plan.plan_up(config, with_key(container=container, network_id=network_id, given_keys=PUBLIC))
+    steps = [a[:3] for a in argvs(plan)]
+    assert ("docker", "rm", "--force") in steps and "--volumes" not in argvs(plan)[steps.index(("docker", "rm", "--force"))]
+    assert steps.index(("docker", "rm", "--force")) < steps.index(("docker", "create", "--name"))
+    assert (("docker", "network", "create") in steps) == (network_id is None)
 
 
 def test_every_published_port_is_on_loopback(config):
@@ -142,10 +167,16 @@ def test_down_removes_container_volume_and_pin_but_keeps_the_key(config):
                      known_hosts="[127.0.0.1]:2222 ssh-ed25519 AAAAx\n[127.0.0.1]:2200 ssh-ed25519 AAAAy\n")
     plan = vps_plan.plan_down(config, facts)
     assert argvs(plan) == [("docker", "rm", "--force", "--volumes", "opskit-vps"),
-                           ("docker", "volume", "rm", "opskit-vps-docker")]
+                           ("docker", "volume", "rm", "opskit-vps-docker"),
+                           ("docker", "network", "rm", "opskit-vps-net")]
     [write] = [s for s in plan if isinstance(s, WriteFile)]
     assert write.content == b"[127.0.0.1]:2200 ssh-ed25519 AAAAy\n"
     assert not any(str(config.key_file) in " ".join(a) for a in argvs(plan))
+
+
+def test_down_keeps_the_network_while_another_container_uses_it(config):
+    facts = with_key(container=RUNNING, network_users=("opskit-vps", "opskit-vps-2"))
+    assert ("docker", "network", "rm", "opskit-vps-net") not in argvs(vps_plan.plan_down(config, facts))
 
 
 def test_down_with_nothing_there_plans_nothing(config):
