@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..facts import system
 from ..facts.files import files
-from ..steps import SERVER, Check
+from ..steps import SERVER, Check, Run
 from .item import ItemPlan, Wanted, converge_files, shell
 
 NAME = "upgrades"
@@ -178,6 +178,11 @@ def plan(host, found: dict, policy: system.UpgradePolicy, pending: tuple = ()) -
                                *off))
     if changes:
         steps.append(verify(host))
+        if host.settings.upgrades:
+            # a host that gets (or gets back) its upgrade policy is brought up to date with it now,
+            # not at the next daily run: unattended-upgrade itself, with the policy just written
+            steps.append(Run("install the security updates pending now (unattended-upgrade, with that policy)",
+                             ("unattended-upgrade",), on=SERVER, timeout=1800, stream=True))
     waiting = system.security_pending(pending, policy)
     notes = [f"{len(waiting)} security update(s) pending ({', '.join(p.name for p in waiting[:8])}"
              f"{', ...' if len(waiting) > 8 else ''}): unattended-upgrades installs them on its next daily run, "

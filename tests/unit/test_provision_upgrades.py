@@ -109,7 +109,7 @@ def test_the_package_is_needed_only_when_upgrades_are_on(host):
 def test_a_bare_host_gets_the_file_and_a_proof_and_every_difference_is_named(host):
     h = host()
     p = upgrades.plan(h, {CONF: FileState(CONF, None)}, policy("", program=None))
-    assert [type(s) for s in p.steps] == [Run, Check]
+    assert [type(s) for s in p.steps] == [Run, Check, Run]  # write, prove, install what is pending
     assert p.steps[0].argv[4] == CONF and p.steps[0].stdin == upgrades.render(h).encode()
     assert f"{CONF}: missing" in p.changes
     assert "APT::Periodic::Unattended-Upgrade is unset, wanted '1'" in p.changes
@@ -138,7 +138,7 @@ def test_a_file_that_overrides_ours_is_a_change_with_a_proof_that_will_name_it(h
     h = host()
     p = upgrades.plan(h, converged(h), policy(dump_of(h, **{"Unattended-Upgrade::Automatic-Reboot": "true"})))
     assert p.changes == ("Unattended-Upgrade::Automatic-Reboot is 'true', wanted 'false'",)
-    assert [type(s) for s in p.steps] == [Check]  # our file is right: nothing to write
+    assert [type(s) for s in p.steps] == [Check, Run]  # our file is right: nothing to write
 
 
 def test_a_file_with_other_mode_is_rewritten(host):
@@ -232,3 +232,14 @@ def test_the_proof_keeps_the_backslashes_of_the_blacklist(host, tmp_path):
     done = run_check(upgrades.verify(h), dump, tmp_path)
     assert done.returncode == 1 and r"wanted but not in force: Unattended-Upgrade::Package-Blacklist::=^(docker\.io)$" \
         in done.stdout
+
+
+def test_a_host_that_gets_its_policy_installs_the_pending_security_updates_at_once(host):
+    h = host()
+    p = upgrades.plan(h, {CONF: FileState(CONF, None)}, policy(""))
+    assert p.steps[-1].argv == ("unattended-upgrade",) and p.steps[-2].title.startswith("upgrades: prove")
+    # converged: the daily run does the rest; upgrades off: nothing is installed by opskit either
+    assert not any(s.argv == ("unattended-upgrade",) for s in upgrades.plan(h, converged(h), policy(dump_of(h))).steps)
+    off = host(upgrades=False)
+    assert not any(s.argv == ("unattended-upgrade",)
+                   for s in upgrades.plan(off, {CONF: FileState(CONF, None)}, policy("")).steps)
