@@ -1,4 +1,4 @@
-"""Database steps: the two roles (`roles.psql`, on every deploy) and Alembic, the only tool that
+"""Database steps: the roles (`roles.psql`, on every deploy) and Alembic, the only tool that
 changes the schema. Both run on the server, inside the release's own containers.
 
 `roles_result` and `migrate_result` read those steps' output into what `invoke db.roles` and
@@ -27,7 +27,7 @@ def psql_quote(value: str) -> str:
 
 
 def roles_input(env, script: str | None = ROLES_SCRIPT) -> Secret:
-    """psql input: both passwords as SCRAM verifiers, then roles.psql (shared with first boot):
+    """psql input: the three passwords as SCRAM verifiers, then roles.psql (shared with first boot):
     `\\i script` (the file the release installed), or with `script=None` its text rendered from
     this inventory (for a run between deploys, when the server's copy may be older).
 
@@ -35,29 +35,45 @@ def roles_input(env, script: str | None = ROLES_SCRIPT) -> Secret:
     the same verifier (see `scram.verifier`), so a second run changes nothing and says so.
     """
     s, pg = env.secrets, env.postgres
+    superuser = scram.verifier(s["postgres_superuser_password"].reveal(), pg.superuser_role)
     admin = scram.verifier(s["postgres_admin_password"].reveal(), pg.admin_role)
     ui = scram.verifier(s["postgres_ui_password"].reveal(), pg.ui_role)
-    text = (f"\\set admin_password {psql_quote(admin)}\n"
+    text = (f"\\set superuser_password {psql_quote(superuser)}\n"
+            f"\\set admin_password {psql_quote(admin)}\n"
             f"\\set ui_password {psql_quote(ui)}\n"
             + (f"\\i {script}\n" if script is not None else roles_script(pg)))
     return Secret(text, "roles.psql input")
 
 
+#: `sh -c` program: psql as the superuser role ($1) when it logs in as a superuser, else as the
+#: admin role ($2): on a volume older than the superuser role, the admin role is the bootstrap
+#: superuser (roles.psql renames it). When neither can log in, the admin's psql says why.
+_PSQL_AS_SUPERUSER = (
+    'role=$1; '
+    '[ "$(psql --no-psqlrc --quiet --no-align --tuples-only --username "$1" --dbname "$3" '
+    '--command "SELECT rolsuper FROM pg_roles WHERE rolname = current_user" </dev/null 2>/dev/null)" = t ] '
+    '|| role=$2; '
+    'exec psql --no-psqlrc --quiet --set ON_ERROR_STOP=1 --username "$role" --dbname "$3" --file -')
+
+
 def psql_argv(pg) -> list[str]:
-    """psql reading a script on stdin, as the admin role (the image's POSTGRES_USER, a superuser)."""
-    return ["psql", "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1",
-            "--username", pg.admin_role, "--dbname", pg.database, "--file", "-"]
+    """psql reading a script on stdin over the container's local socket (which trusts its own
+    users): as the superuser role, or on a volume older than it as the admin role (see
+    `_PSQL_AS_SUPERUSER`). Only role and database names are in argv."""
+    return ["sh", "-c", _PSQL_AS_SUPERUSER, "opskit-roles", pg.superuser_role, pg.admin_role, pg.database]
 
 
 def roles_step(env, folder: str, inline: bool = False) -> Run:
-    """Create or update both roles and their grants, in one transaction; safe on every deploy.
+    """Create or update the roles and their grants, in one transaction; safe on every deploy
+    (on a volume older than the superuser role it also makes that role and demotes the admin).
     Passwords travel on stdin, never in argv or logs. Its output ends with the report that
     `roles_result` reads. `inline` sends the script rendered from this inventory instead of
     `\\i` of the server's copy (what `invoke db.roles` between deploys wants)."""
     pg = env.postgres
     argv = compose(folder, "exec", "-T", "postgres", *psql_argv(pg))
     stdin = roles_input(env, script=None if inline else ROLES_SCRIPT)
-    return Run(f"roles {pg.admin_role} and {pg.ui_role}", argv, on=SERVER, stdin=stdin, timeout=120)
+    return Run(f"roles {pg.superuser_role}, {pg.admin_role} and {pg.ui_role}", argv, on=SERVER, stdin=stdin,
+               timeout=120)
 
 
 def migrate_step(env, folder: str) -> Run:

@@ -19,7 +19,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 
-from . import db, facts as facts_of, images, lock, prisma
+from . import db, facts as facts_of, images, lock, prisma, render
 from .errors import ConnectionFailed, ConnectionLost, DeployRefused, StepFailed
 from .layout import Layout, compose_argv as compose
 from .lock import LOCK_HELD  # noqa: F401  (the lock step's exit code, named where deploys are)
@@ -154,13 +154,20 @@ def switch_to(layout: Layout, release_id: str, title: str) -> list:
 
 
 def install_config(layout: Layout, release_id: str) -> Run:
-    """Copy the release's Caddyfile and first-boot scripts into the folders the containers mount
-    (`Layout.shared`); the rename makes the Caddyfile swap atomic."""
+    """Copy the release's Caddyfile, first-boot scripts and secret files into the folders the
+    containers mount (`Layout.shared`); the renames make each swap atomic. A secret file is
+    renamed over, never rewritten: a running container keeps the file it mounted (the old value)
+    until Compose recreates it (its secrets label changed), so the old release serves on unchanged
+    while the new one is prepared."""
     rel = shlex.quote(layout.release(release_id))
-    caddy, init = shlex.quote(layout.caddy), shlex.quote(layout.postgres_init)
-    script = (f"set -e; mkdir -p {caddy} {init}; "
+    caddy, init, secrets = (shlex.quote(p) for p in (layout.caddy, layout.postgres_init, layout.secrets))
+    script = (f"set -e; mkdir -p {caddy} {init}; mkdir -p -m 0700 {secrets}; chmod 0700 {secrets}; "
               f"cp {rel}/Caddyfile {caddy}/.Caddyfile.new && mv -f {caddy}/.Caddyfile.new {caddy}/Caddyfile; "
-              f"cp -p {rel}/postgres-init/* {init}/")
+              f"cp -p {rel}/postgres-init/* {init}/; "
+              # a release from before secret files has none (its containers read env files)
+              f"for f in {rel}/secrets/*; do [ -e \"$f\" ] || continue; n=${{f##*/}}; "
+              f"cp -p \"$f\" {secrets}/.\"$n\".new; "
+              f"mv -f {secrets}/.\"$n\".new {secrets}/\"$n\"; done")
     return Run(f"install the config of {release_id}", ["sh", "-c", script], on=SERVER)
 
 
@@ -184,8 +191,11 @@ def upload_release(layout: Layout, release) -> list:
     final = layout.release(release.id)
     partial = layout.partial(release.id)
     dirs = sorted({posixpath.dirname(posixpath.join(partial, p)) for p in release.files})
+    # the secret files are 0444 (containers of other uids read them): this folder guards them
+    closed = [d for d in dirs if posixpath.basename(d) == render.SECRETS_DIR]
     steps = [Run(f"prepare release folder {release.id}",
-                 ["sh", "-c", f"rm -rf {shlex.quote(partial)} && mkdir -p -m 0750 " + " ".join(map(shlex.quote, dirs))],
+                 ["sh", "-c", (f"rm -rf {shlex.quote(partial)} && mkdir -p -m 0750 " + " ".join(map(shlex.quote, dirs))
+                               + "".join(f" && chmod {render.SECRETS_DIR_MODE:o} {shlex.quote(d)}" for d in closed))],
                  on=SERVER)]
     for rel, f in sorted(release.files.items()):
         content = Secret(f.content.decode(), rel) if f.secret else f.content

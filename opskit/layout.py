@@ -60,9 +60,16 @@ class Layout:
         """Postgres's first-boot scripts, mounted by the postgres container."""
         return posixpath.join(self.root, "postgres-init")
 
+    @property
+    def secrets(self) -> str:
+        """The secret files that containers mount (`/run/secrets/<name>`), copied from the current
+        release: a path that outlives each release folder, since Docker looks a bind mount's
+        source up again at every container restart. Mode 0700, the deploy user's."""
+        return posixpath.join(self.root, "secrets")
+
     def shared(self) -> dict[str, str]:
         """The folders containers mount, by the name the templates use."""
-        return {"caddy": self.caddy, "postgres_init": self.postgres_init}
+        return {"caddy": self.caddy, "postgres_init": self.postgres_init, "secrets": self.secrets}
 
 
 def compose_argv(folder: str, *args: str) -> list[str]:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import UsageError
+from .render import SECRETS_DIR, SECRETS_DIR_MODE
 
 #: the file that says "opskit wrote this folder, it may replace it"
 MARKER = ".opskit-release"
@@ -59,6 +60,9 @@ def write(release, out: Path) -> Path:
             with os.fdopen(fd, "wb") as fh:
                 os.fchmod(fh.fileno(), f.mode)
                 fh.write(f.content)
+        secrets = staging / SECRETS_DIR
+        if secrets.is_dir():
+            os.chmod(secrets, SECRETS_DIR_MODE)  # its files are 0444 for the containers: it guards them
         (staging / MARKER).write_text(f"release {release.id}\n")
         os.chmod(staging, 0o755)
         _swap(staging, out)

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import bcrypt
 import jinja2
 
-from . import ROOT, values
+from . import ROOT, hardening
 from .errors import RenderError
 from .inventory import Environment
 from .inventory.secrets import check_secret
@@ -33,7 +33,36 @@ HEALTH = {"interval": "5s", "timeout": "5s", "retries": 6, "start_period": "30s"
 BCRYPT_COST = 12
 # How long Caddy retries an upstream that refuses connections (a container being replaced)
 PROXY_RETRY = "30s"
-ENV_DIR = "env"
+# Secrets reach containers as files, never as environment values (`docker inspect` shows every
+# environment value). Compose mounts a `file:` secret with a read-only bind mount at
+# /run/secrets/<name> and ignores the secret's uid/gid/mode ("not supported" warning in
+# pkg/compose/create.go, buildContainerSecretMounts, from v2.x to today's v5; Debian's 2.26 too),
+# so the container sees the host file's owner and mode. The deploy user cannot give a file to
+# postgres (999), redis (999) or the app users (10001, 10002), so the files are 0444 and the
+# folder guards them: SECRETS_DIR_MODE (the deploy user's alone) inside remote_dir (0750). A
+# container gets its own files only, so "everyone inside" is that one service. Compose's other
+# kind, `environment:` secrets copied with a mode, would need each value in Compose's own
+# environment at every `up`, and leaves it in the container's writable layer.
+SECRETS_DIR = "secrets"
+SECRETS_DIR_MODE = 0o700
+SECRET_FILE_MODE = 0o444
+SECRETS_MOUNT = "/run/secrets"
+# A label that changes with a service's secret files: Compose's config hash covers the service's
+# own config (pkg/compose/hash.go), where a secret is a name, not the file's path or content, so
+# without it a rotated secret would leave the running container on the old value. It is the same
+# sha256 that the manifest already holds per file, over all of the service's files together.
+SECRETS_LABEL = "org.opskit.secrets-digest"
+# the env files of releases before secret files: still recognised as secret by `diff`
+OLD_ENV_DIR = "env"
+# Log fields that can carry a credential, as Caddy's filter encoder names them (nested with `>`;
+# Go writes header names canonically, so X-API-Key arrives as X-Api-Key). `request>headers` is the
+# request of reverse_proxy's warnings and of the error and access logs; `resp_headers` the access
+# log's answer; `headers` reverse_proxy's debug line of the upstream's answer.
+CADDY_LOG_DROPPED = tuple(
+    [f"request>headers>{h}" for h in ("Authorization", "Cookie", "Proxy-Authorization", "X-Api-Key")]
+    + [f"{where}>Set-Cookie" for where in ("resp_headers", "headers")])
+# Caddy's 404 for a name that is none of the sites: nothing in it may load or frame anything
+CSP_UNKNOWN_HOST = "default-src 'none'; frame-ancestors 'none'"
 
 
 @dataclass(frozen=True)
@@ -81,11 +110,11 @@ def render(env: Environment, templates: Path = ROOT) -> Release:
     release.images.update(env.images)
 
     jinja = _jinja(templates)
-    compose = _compose_context(env, release)
+    compose = hardening.apply(_compose_context(env, release))
     release.files["docker-compose.yml"] = File(_template(jinja, "compose/docker-compose.yml.j2", compose))
     release.files["Caddyfile"] = File(caddyfile(env, templates))
-    for service, variables in sorted(_env_files(env).items()):
-        release.files[f"{ENV_DIR}/{service}.env"] = File(_env_file(service, variables), 0o600, secret=True)
+    for name, value in sorted(_secret_files(env).items()):
+        release.files[f"{SECRETS_DIR}/{name}"] = File(value.encode(), SECRET_FILE_MODE, secret=True)
     release.files["postgres-init/10-roles.sh"] = File((templates / "postgres-init/10-roles.sh").read_bytes(), 0o755)
     release.files["postgres-init/roles.psql"] = File(roles_script(env.postgres).encode())
     release.files["manifest.json"] = File(_manifest(env, release))
@@ -113,7 +142,7 @@ def diff(release: Release, old: dict[str, bytes], old_label: str = "old") -> str
         before, after = old.get(path), new_file.content if new_file else None
         if before == after:
             continue
-        secret = (new_file.secret if new_file else path.startswith(f"{ENV_DIR}/"))
+        secret = (new_file.secret if new_file else path.startswith((f"{SECRETS_DIR}/", f"{OLD_ENV_DIR}/")))
         if secret:
             lines.append(_secret_diff(path, before, after))
             continue
@@ -211,6 +240,15 @@ def _compose_context(env: Environment, release: Release) -> dict:
     pg = env.postgres
     res = env.resources
     paths = Layout(env.remote_dir).shared()
+    files = _secret_files(env)
+    superuser = pg.superuser_role
+
+    def secrets(service):
+        names = SERVICE_SECRETS[service]
+        digest = hashlib.sha256()
+        for name in names:
+            digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+        return {"secrets": list(names), "labels": [(SECRETS_LABEL, digest.hexdigest()[:16])]}
 
     def app(name, depends_on, environment=()):
         svc = env.services[name]
@@ -219,12 +257,12 @@ def _compose_context(env: Environment, release: Release) -> dict:
             "image": release.images[name],
             "command": list(svc.command) if svc.command else None,
             "healthcheck": ["CMD", *svc.healthcheck],
-            "env_file": f"./{ENV_DIR}/{name}.env",
-            "environment": sorted(environment),
+            "environment": sorted([*environment, *_file_variables(name)]),
             "depends_on": depends_on,
             "resources": res.get(name),
             "stop_grace_period": "30s" if name == "worker" else None,
             "user": None, "ports": [], "volumes": [],
+            **secrets(name),
         }
 
     healthy = "service_healthy"
@@ -233,26 +271,32 @@ def _compose_context(env: Environment, release: Release) -> dict:
     services = [
         {
             "name": "postgres", "image": env.images["postgres"], "user": None, "command": None,
-            "env_file": f"./{ENV_DIR}/postgres.env",
-            "environment": [("POSTGRES_DB", pg.database), ("POSTGRES_USER", pg.admin_role)],
+            # the bootstrap superuser is the image's POSTGRES_USER; the init script reads the admin
+            # and UI passwords from their files under /run/secrets itself
+            "environment": [("POSTGRES_DB", pg.database), ("POSTGRES_USER", superuser),
+                            *_file_variables("postgres")],
             # loopback only: reached from outside through an SSH tunnel (`invoke db.tunnel`)
             "ports": [f"{pg.publish_host}:{pg.publish_port}:5432"],
             "volumes": ["postgres_data:/var/lib/postgresql/data",
                         f"{paths['postgres_init']}:/docker-entrypoint-initdb.d:ro"],
             "depends_on": [],
             # over TCP, so the temporary socket-only server of a first boot does not count as up
-            "healthcheck": ["CMD", "pg_isready", "--host", "127.0.0.1", "--username", pg.admin_role,
+            "healthcheck": ["CMD", "pg_isready", "--host", "127.0.0.1", "--username", superuser,
                             "--dbname", pg.database],
             "resources": res.get("postgres"), "stop_grace_period": "60s",
+            **secrets("postgres"),
         },
         {
             "name": "redis", "image": env.images["redis"], "user": "redis",
-            # the password comes from the env file, so it is in no rendered file
-            "command": ["sh", "-c", 'exec redis-server --requirepass "$REDIS_PASSWORD" --appendonly yes'],
-            "env_file": f"./{ENV_DIR}/redis.env", "environment": [], "ports": [],
+            # its config file is a secret (`requirepass`), so the password is in no argv and no
+            # environment; the healthcheck reads it into redis-cli's own environment only
+            "command": ["redis-server", f"{SECRETS_MOUNT}/redis_conf", "--appendonly", "yes"],
+            "environment": [], "ports": [],
             "volumes": ["redis_data:/data"], "depends_on": [],
-            "healthcheck": ["CMD-SHELL", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ping | grep -q PONG'],
+            "healthcheck": ["CMD-SHELL", (f'REDISCLI_AUTH="$(cat {SECRETS_MOUNT}/redis_password)" '
+                                          "redis-cli --no-auth-warning ping | grep -q PONG")],
             "resources": res.get("redis"), "stop_grace_period": None,
+            **secrets("redis"),
         },
         app("api", [("postgres", healthy), ("redis", healthy)], app_env),
         app("worker", [("postgres", healthy), ("redis", healthy)], app_env),
@@ -264,7 +308,7 @@ def _compose_context(env: Environment, release: Release) -> dict:
              ("BETTER_AUTH_URL", f"https://{env.domains.app}"), ("NODE_ENV", "production")]),
         {
             "name": "caddy", "image": env.images["caddy"], "user": None, "command": None,
-            "env_file": None, "environment": [],
+            "environment": [], "secrets": [], "labels": [],
             "ports": ["80:80", "443:443", "443:443/udp"],
             "volumes": [f"{paths['caddy']}:/etc/caddy:ro", "caddy_data:/data", "caddy_config:/config"],
             # No depends_on: Compose recreates the dependents of a recreated service, so a Caddy that
@@ -282,7 +326,15 @@ def _compose_context(env: Environment, release: Release) -> dict:
         "health": HEALTH,
         "services": services,
         "volumes": ["caddy_config", "caddy_data", "postgres_data", "redis_data"],
+        # from the shared folder, not the release's: a container outlives its release folder
+        # (pruned), and Docker resolves a bind mount's source again at each restart
+        "secrets": [(name, f"{paths['secrets']}/{name}") for name in sorted(files)],
     }
+
+
+#: where Caddy reads `tls.acme_ca_root` (the release's acme_ca_root.pem, beside the Caddyfile in the
+#: folder mounted at /etc/caddy): Caddy takes the ACME CA's root only as a file path
+ACME_CA_ROOT_FILE = "acme_ca_root.pem"
 
 
 def _caddy_context(env: Environment) -> dict:
@@ -296,29 +348,67 @@ def _caddy_context(env: Environment) -> dict:
         "proxy_retry": PROXY_RETRY,
         "flower": {"user": env.flower_user,
                    "password_hash": flower_password_hash(env.flower_user, _revealed(env)["flower_password"])},
+        "csp": dict(env.csp.items()),
+        "csp_unknown": CSP_UNKNOWN_HOST,
+        "log_dropped": CADDY_LOG_DROPPED,
+        "acme_ca_root": f"/etc/caddy/{ACME_CA_ROOT_FILE}" if env.tls and env.tls.acme_ca_root_pem else None,
     }
 
 
-def _env_files(env: Environment) -> dict[str, list[tuple[str, str]]]:
-    """What each service may know, and no more (Flower gets the broker, not the database)."""
+# Which secret files each service gets, and no more (Flower gets the broker, not the database;
+# the worker no API key). Caddy gets none: only the Flower password's bcrypt hash is in its file.
+SERVICE_SECRETS = {
+    "postgres": ("postgres_superuser_password", "postgres_admin_password", "postgres_ui_password"),
+    "redis": ("redis_conf", "redis_password"),
+    "api": ("api_key", "app_secret_key", "celery_broker_url", "celery_result_backend", "database_url_admin",
+            "redis_url"),
+    "worker": ("celery_broker_url", "celery_result_backend", "database_url_admin", "redis_url"),
+    "beat": ("celery_broker_url", "celery_result_backend", "redis_url"),
+    "flower": ("celery_broker_url", "celery_result_backend", "redis_url"),
+    "frontend": ("api_key", "better_auth_secret", "database_url_ui"),
+}
+# The program's variable for a file, where its name is not the file's: `<VARIABLE>_FILE` holds the
+# path (the official postgres image's convention, which the sample app follows).
+_VARIABLE = {"postgres_superuser_password": "POSTGRES_PASSWORD", "database_url_admin": "DATABASE_URL",
+             "database_url_ui": "DATABASE_URL"}
+# files a program finds by their fixed path (the postgres init script, Redis's command line)
+_BY_PATH = {"postgres_admin_password", "postgres_ui_password", "redis_conf", "redis_password"}
+
+
+def _file_variables(service: str) -> list[tuple[str, str]]:
+    """`NAME_FILE=/run/secrets/<file>` for each secret file of `service` that a program looks up."""
+    return [(f"{_VARIABLE.get(name, name.upper())}_FILE", f"{SECRETS_MOUNT}/{name}")
+            for name in SERVICE_SECRETS[service] if name not in _BY_PATH]
+
+
+def _secret_files(env: Environment) -> dict[str, str]:
+    """{file name: content} of every secret file: values as they are (no newline added), and the
+    URLs and the Redis config built from them."""
     pg, sec = env.postgres, _revealed(env)
     redis = f"redis://:{quote(sec['redis_password'], safe='')}@redis:6379"
-    admin_db = f"postgresql+psycopg://{quote(pg.admin_role, safe='')}:{quote(sec['postgres_admin_password'], safe='')}@postgres:5432/{quote(pg.database, safe='')}"
-    ui_db = f"postgresql://{quote(pg.ui_role, safe='')}:{quote(sec['postgres_ui_password'], safe='')}@postgres:5432/{quote(pg.database, safe='')}"
-    broker = [("CELERY_BROKER_URL", f"{redis}/1"), ("CELERY_RESULT_BACKEND", f"{redis}/2")]
-    app = [("DATABASE_URL", admin_db), ("REDIS_URL", f"{redis}/0"), *broker,
-           ("API_KEY", sec["api_key"]), ("APP_SECRET_KEY", sec["app_secret_key"])]
-    return {
-        "postgres": [("POSTGRES_PASSWORD", sec["postgres_admin_password"]),
-                     ("POSTGRES_UI_PASSWORD", sec["postgres_ui_password"])],
-        "redis": [("REDIS_PASSWORD", sec["redis_password"])],
-        "api": app,
-        "worker": app,
-        "beat": [("REDIS_URL", f"{redis}/0"), *broker],
-        "flower": [("REDIS_URL", f"{redis}/0"), *broker],
-        "frontend": [("DATABASE_URL", ui_db), ("API_KEY", sec["api_key"]),
-                     ("BETTER_AUTH_SECRET", sec["better_auth_secret"])],
-    }
+    database = f"@postgres:5432/{quote(pg.database, safe='')}"
+    files = {name: sec[name] for name in ("postgres_superuser_password", "postgres_admin_password",
+                                          "postgres_ui_password", "redis_password", "api_key", "app_secret_key",
+                                          "better_auth_secret")}
+    files["database_url_admin"] = (f"postgresql+psycopg://{quote(pg.admin_role, safe='')}:"
+                                   f"{quote(sec['postgres_admin_password'], safe='')}{database}")
+    files["database_url_ui"] = (f"postgresql://{quote(pg.ui_role, safe='')}:"
+                                f"{quote(sec['postgres_ui_password'], safe='')}{database}")
+    files["redis_url"] = f"{redis}/0"
+    files["celery_broker_url"] = f"{redis}/1"
+    files["celery_result_backend"] = f"{redis}/2"
+    files["redis_conf"] = f"requirepass {redis_config_string(sec['redis_password'])}\n"
+    return files
+
+
+def redis_config_string(value: str) -> str:
+    """`value` as one argument of a redis.conf line, read back by Redis as exactly its UTF-8 bytes.
+
+    Redis splits config lines with sdssplitargs (src/sds.c): in double quotes, `\\xHH` is one
+    byte and `\\` and `\"` are themselves; so every byte outside printable ASCII, and the two
+    characters that quoting uses, are written as `\\xHH`."""
+    return '"' + "".join(chr(b) if 0x20 <= b < 0x7F and b not in b'"\\' else f"\\x{b:02x}"
+                         for b in value.encode()) + '"'
 
 
 def _revealed(env: Environment) -> dict[str, str]:
@@ -333,35 +423,6 @@ def _revealed(env: Environment) -> dict[str, str]:
     if problems:
         raise RenderError(f"environment {env.name}: " + "; ".join(problems))
     return {name: secret.reveal() for name, secret in env.secrets.items()}
-
-
-# What Compose's env-file parser does with `KEY=...` (compose-go's dotenv/parser.go,
-# extractVarValue: the same from v2.0.2 to today's main; Debian's Compose 2.26 builds on 2.4.8):
-# unquoted values lose ` #...` comments and trailing spaces and are interpolated. In single quotes
-# a backslash before the quote escapes it, so a value ending in \ runs on into the next lines, and
-# no escape can write it. In double quotes the scanner keeps each `\x` pair as it is (only `\"`
-# loses its backslash), then expandEscapes turns \\ \n \r \$ into \ newline CR $$, and
-# template.Substitute turns $$ into $. So escaping exactly \ " $ and line breaks in double quotes
-# reads back as the very bytes written; NUL is the one character refused (no environment variable
-# can hold it).
-_ENV_ESCAPES = {"\\": "\\\\", '"': '\\"', "$": "\\$", "\n": "\\n", "\r": "\\r"}
-
-
-def env_value(value: str) -> str:
-    """`value` as the right-hand side of `KEY=...` in an env file, read back by Compose as `value`."""
-    if "\0" in value or not values.is_utf8(value):
-        raise ValueError("holds a NUL or is not valid UTF-8 text, which no environment variable can carry")
-    return '"' + "".join(_ENV_ESCAPES.get(c, c) for c in value) + '"'
-
-
-def _env_file(service: str, variables) -> bytes:
-    lines = [f"# {service}: secrets for this service only. Mode 0600; never commit, never print."]
-    for key, value in variables:
-        try:
-            lines.append(f"{key}={env_value(value)}")
-        except ValueError as exc:
-            raise RenderError(f"{ENV_DIR}/{service}.env: the value of {key} {exc}") from None
-    return ("\n".join(lines) + "\n").encode()
 
 
 def _manifest(env: Environment, release: Release) -> bytes:
@@ -382,19 +443,24 @@ def _seconds(d) -> str:
 
 
 def _secret_diff(path: str, before: bytes | None, after: bytes | None) -> str:
+    """One line per secret file: its name and what happened, never its value (an env file of an
+    older release by its keys)."""
+    if before is None:
+        return f"+ {path}: new secret file (value not shown)\n"
+    if after is None:
+        return f"- {path}: removed\n"
+    if not path.startswith(f"{OLD_ENV_DIR}/"):
+        return f"~ {path}: changed (value not shown)\n"
+
     def keys(blob):
         out = {}
-        for line in (blob or b"").decode(errors="replace").splitlines():
+        for line in blob.decode(errors="replace").splitlines():
             if "=" in line and not line.startswith("#"):
                 k, _, v = line.partition("=")
                 out[k] = hashlib.sha256(v.encode()).hexdigest()
         return out
 
     a, b = keys(before), keys(after)
-    if before is None:
-        return f"+ {path}: new secret file ({', '.join(sorted(b))})\n"
-    if after is None:
-        return f"- {path}: removed\n"
     changes = [f"{k} {'added' if k not in a else 'removed' if k not in b else 'changed'}"
                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return f"~ {path}: {', '.join(changes) or 'comments changed'} (values not shown)\n"

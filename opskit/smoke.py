@@ -27,8 +27,9 @@ MARKERS = {
     "http": "Caddy and HTTPS: certificates, auth, headers, the running proxy config, SSE through Caddy",
     "postgres": "roles, grants, the UI role's limits, Alembic head, connections in use",
     "celery": "worker ping, beat scheduling, a task round trip",
-    "logs": "logs of the running containers are free of the signatures of known incidents",
-    "files": "release files: env files 0600 and owned by the deploy user, no secret in config files",
+    "logs": "logs of the running containers are free of the signatures of known incidents and of secret values",
+    "files": "release files: secret files the deploy user's in closed folders; no secret value in config files, "
+             "the release outside secrets/, docker inspect or a process's argv",
 }
 
 #: the compose services every release runs besides the app services of the inventory
@@ -74,9 +75,11 @@ def expected_services(env) -> tuple[str, ...]:
     return tuple(sorted(env.services)) + INFRA_SERVICES
 
 
-def env_file_services(env) -> tuple[str, ...]:
-    """Services that get `env/<service>.env` (all but Caddy: its config holds no secret)."""
-    return tuple(s for s in expected_services(env) if s != "caddy")
+def secret_files(env) -> tuple[str, ...]:
+    """The names of the release's secret files (`secrets/<name>`, mounted at /run/secrets/<name>)."""
+    from .render import SERVICE_SECRETS
+
+    return tuple(sorted({name for names in SERVICE_SECRETS.values() for name in names}))
 
 
 def compose_hint(env, *args: str) -> str:

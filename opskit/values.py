@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -43,8 +45,8 @@ def is_utf8(value: str) -> bool:
     return True
 
 
-#: the longest secret opskit carries: env files, command lines (Redis's --requirepass) and HTTP
-#: headers take it whole, and the kernel caps one environment string at 128 KiB
+#: the longest secret opskit carries: secret files, Redis's config line and HTTP headers take it
+#: whole (and a program that exports one to its own environment meets the kernel's 128 KiB cap)
 SECRET_MAX_BYTES = 4096
 #: bcrypt, which hashes the Flower password for Caddy's basic_auth, reads only this many bytes
 BCRYPT_MAX_BYTES = 72
@@ -252,3 +254,40 @@ def argv(value) -> tuple[str, ...]:
                                  "command can carry")
         return words
     raise ValueError("expected a command as a non-empty list of words, e.g. [uvicorn, app.main:app]")
+
+
+# one Caddyfile token: a quote, brace, #, space or `{placeholder}` would start another token or block
+_ACME_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~%/+=@-]*)?$")
+#: a CA root bundle is a few kB; anything near this is not one
+PEM_MAX_BYTES = 64 * 1024
+
+
+def acme_directory(value) -> str:
+    """An ACME directory URL over HTTPS, e.g. https://acme-staging-v02.api.letsencrypt.org/directory.
+    It lands in the Caddyfile's global options as one token, so its characters are few."""
+    if isinstance(value, str) and _ACME_URL.fullmatch(value):
+        return value
+    raise ValueError(f"{shown(value)} is not an ACME directory URL (expected https://host[:port]/path, e.g. "
+                     "https://acme-staging-v02.api.letsencrypt.org/directory; no query, quote, brace, # or space)")
+
+
+def pem_certificates(text: str) -> str:
+    """PEM text of one or more certificates (a CA root and maybe its intermediates), normalized to
+    `\\n` line ends, or ValueError saying what is wrong. Only the certificate blocks are kept."""
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE-----", text, re.DOTALL)
+    if not blocks:
+        raise ValueError("holds no PEM certificate (expected -----BEGIN CERTIFICATE----- blocks)")
+    if "PRIVATE KEY-----" in text:
+        raise ValueError("holds a private key: give the CA's certificate only (it is shipped as a public file)")
+    out = []
+    for i, body in enumerate(blocks, 1):
+        compact = re.sub(r"\s+", "", body)
+        try:
+            der = base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"certificate {i} is not valid base64") from None
+        if not der.startswith(b"\x30"):
+            raise ValueError(f"certificate {i} is not a DER certificate")
+        lines = [compact[j:j + 64] for j in range(0, len(compact), 64)]
+        out.append("-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n")
+    return "".join(out)

@@ -11,7 +11,9 @@
 #   *.sql.xz fed to psql. Never again on a data directory that is already initialised.
 # - Runs as the postgres user (root drops privileges with setpriv) and execs postgres, so it is
 #   PID 1 and gets the stop signal itself.
-# *_FILE variants (POSTGRES_PASSWORD_FILE, ...) read the value from a file, as upstream does.
+# *_FILE variants (POSTGRES_PASSWORD_FILE, ...) read the value from a file, as upstream does
+#   (a Compose secret under /run/secrets: nothing in `docker inspect`). Unlike upstream, the
+#   password leaves the environment before postgres starts: the server never needs it.
 set -Eeo pipefail
 
 log() { echo "docker-entrypoint: $*"; }
@@ -124,6 +126,7 @@ if [ "$1" = postgres ]; then
 	else
 		log "$PGDATA is initialised already: initdb and /docker-entrypoint-initdb.d skipped"
 	fi
+	unset POSTGRES_PASSWORD PGPASSWORD
 fi
 
 exec "$@"

@@ -24,12 +24,22 @@ def out(**kw):
         print(json.dumps(dict(kw, at=round(time.monotonic() - T0, 2))), flush=True)
 
 
+def secret(name):
+    """A URL of the app's: from the file its NAME_FILE names (how the deploy gives secrets:
+    /run/secrets, never the environment), else from NAME."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().rstrip("\n")
+    return os.environ[name]
+
+
 def beat(beat_max_age, beat_wait):
     # beat:last is written by the worker each time beat schedules app.tasks.beat_heartbeat; right
     # after a deploy the first one may still be due, so a stale value is awaited for a while
     try:
         import redis
-        client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=3, socket_connect_timeout=3)
+        client = redis.Redis.from_url(secret("REDIS_URL"), socket_timeout=3, socket_connect_timeout=3)
         deadline = time.time() + beat_wait
         while True:
             raw = client.get("beat:last")
@@ -50,8 +60,8 @@ def main():
         # a bare client of the app's broker (the app module would also load SQLAlchemy and the
         # worker's event loop): tasks are sent by name
         from celery import Celery
-        app = Celery("opskit-smoke", broker=os.environ["CELERY_BROKER_URL"],
-                     backend=os.environ["CELERY_RESULT_BACKEND"])
+        app = Celery("opskit-smoke", broker=secret("CELERY_BROKER_URL"),
+                     backend=secret("CELERY_RESULT_BACKEND"))
         app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
     except Exception as exc:
         out(kind="error", step="celery client", error=f"{type(exc).__name__}: {exc}")

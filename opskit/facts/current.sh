@@ -1,7 +1,7 @@
 # The current release in detail: its link and folder, manifest, file modes and hashes, config
 # files, and the lock. $1: the `current` link, $2: the releases folder, $3: Caddy's config
-# folder, $4: the deploy lock's info file.
-cur=$1 releases=$2 caddy=$3 lock=$4
+# folder, $4: the deploy lock's info file, $5: the secret files the containers mount.
+cur=$1 releases=$2 caddy=$3 lock=$4 secrets=$5
 real=$(readlink -f "$cur")
 sec current
 readlink "$cur"
@@ -10,8 +10,8 @@ echo "$real"
 sec manifest
 cat "$cur/manifest.json" 2>&1
 sec stat
-stat -c '%a|%U|%G|%F|%n' "$real" "$real/env" "$real"/env/* "$real/docker-compose.yml" \
-    "$real/Caddyfile" "$caddy/Caddyfile" "$releases" 2>&1
+stat -c '%a|%U|%G|%F|%n' "$real" "$real/secrets" "$real"/secrets/* "$secrets" "$secrets"/* \
+    "$real/docker-compose.yml" "$real/Caddyfile" "$caddy/Caddyfile" "$releases" 2>&1
 sec sha256
 (cd "$real" 2>/dev/null && find . -type f ! -name manifest.json -exec sha256sum {} + 2>&1)
 sec live_caddyfile_sha256

@@ -101,7 +101,7 @@ class ReleaseFacts:
 
 
 def current(layout) -> Fact:
-    return script("current.sh", layout.current, layout.releases, layout.caddy, layout.lock_info,
+    return script("current.sh", layout.current, layout.releases, layout.caddy, layout.lock_info, layout.secrets,
                   parse=parse_current, name="current_release")
 
 

@@ -47,10 +47,43 @@ class Domains:
 class TLS:
     mode: str  # "acme" or "internal"
     email: str | None = None
+    acme_ca: str | None = None  # an ACME directory other than Let's Encrypt's (staging, Pebble in tests)
+    acme_ca_root: Path | None = None  # where the CA root of `acme_ca`'s HTTPS came from (this machine)
+    acme_ca_root_pem: str | None = None  # its certificates, read at parse time: the render ships them
 
     @property
     def is_acme(self) -> bool:
         return self.mode == "acme"
+
+
+#: The Content-Security-Policy of each site unless the inventory's `csp:` sets one (README: csp).
+#: api: JSON and Server-Sent Events only; nothing in it is a page to render, frame or script.
+#: flower: what Flower's pages load (flower/templates/base.html): its own /static js, css and
+#: favicon, inline <script> blocks (workers.html sets `autorefresh`) and style attributes, Bootstrap's
+#: data: SVG icons, and its own XHR/WebSocket updates.
+#: app: a Next.js app without nonces: its own chunks, plus 'unsafe-inline' because Next inlines its
+#: hydration data (`self.__next_f.push(...)` scripts) and style tags; images may be data:/blob:.
+DEFAULT_CSP = {
+    "app": "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+           "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; object-src 'none'; "
+           "base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+    "api": "default-src 'none'; frame-ancestors 'none'",
+    "flower": "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+              "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+              "form-action 'self'; frame-ancestors 'none'",
+}
+
+
+@dataclass(frozen=True)
+class CSP:
+    """The Content-Security-Policy Caddy sends on every answer of each site."""
+
+    app: str = DEFAULT_CSP["app"]
+    api: str = DEFAULT_CSP["api"]
+    flower: str = DEFAULT_CSP["flower"]
+
+    def items(self):
+        return (("app", self.app), ("api", self.api), ("flower", self.flower))
 
 
 @dataclass(frozen=True)
@@ -86,6 +119,7 @@ class Postgres:
     publish_port: int
     admin_connection_limit: int
     ui_connection_limit: int
+    superuser_role: str = "postgres"  # the bootstrap superuser: opskit's role step only, never an app
 
     @property
     def publish(self) -> str:
@@ -161,3 +195,4 @@ class Environment:
     secret_refs: dict = field(default_factory=dict, repr=False)  # name -> "env:VAR" or "file:KEY"
     secrets_file: Path | None = None
     generate_secrets: bool = False  # the simulated VPS only: `sim.secrets` fills the file
+    csp: CSP = field(default_factory=CSP)  # per site; every default is in DEFAULT_CSP

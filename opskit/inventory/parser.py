@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 from .. import values
-from .model import (APP_SERVICES, LANGUAGES, OFFICIAL_IMAGES, SSE, TLS, Build, Domains, Environment, Logging,
-                    Postgres, Resources, Service, Smoke, Target, Vps, expand)
+from .model import (APP_SERVICES, CSP, DEFAULT_CSP, LANGUAGES, OFFICIAL_IMAGES, SSE, TLS, Build, Domains,
+                    Environment, Logging, Postgres, Resources, Service, Smoke, Target, Vps, expand)
 from . import provisioning
 from .secrets import SECRET_NAMES
 
@@ -59,6 +59,7 @@ class Parser:
         "host", "ssh", "remote_dir", "keep_releases", "project", "domains", "tls", "images",
         "ship_images", "registry", "builds", "services", "postgres", "sse", "beat_interval", "flower",
         "resources", "logging", "smoke", "secrets", "secrets_file", "generate_secrets", "vps", "provision",
+        "csp",
     }
 
     def __init__(self, data: dict, where: Where, problems: list, base: Path, name: str):
@@ -139,6 +140,7 @@ class Parser:
             secret_refs=self.section(("secrets",), set(SECRET_NAMES), required=False),
             secrets_file=self.typed(lambda v: expand(values.plain_text(v), self.base), "secrets_file", required=False),
             generate_secrets=self.boolean("generate_secrets"),
+            csp=self.csp(),
         )
 
     def ssh(self) -> Target | None:
@@ -161,16 +163,44 @@ class Parser:
             self.fail(("domains",), f"app, api and flower must be three different names, got {names}")
         return Domains(*names)
 
+    def csp(self) -> CSP:
+        self.section(("csp",), {"app", "api", "flower"}, required=False)
+        return CSP(**{role: self.typed(_csp, "csp", role, required=False, default=DEFAULT_CSP[role])
+                      for role in ("app", "api", "flower")})
+
     def tls(self) -> TLS | None:
-        self.section(("tls",), {"mode", "email"})
+        raw = self.section(("tls",), {"mode", "email", "acme_ca", "acme_ca_root"})
         mode = self.get("tls", "mode")
         if mode not in (None, "acme", "internal"):
             self.fail(("tls", "mode"), f"{values.shown(mode)} is not a TLS mode (expected acme or internal)")
             return None
-        email = None
+        email = ca = root = pem = None
         if mode == "acme":
             email = self.typed(values.email, "tls", "email")
-        return TLS(mode, email) if mode else None
+            ca = self.typed(values.acme_directory, "tls", "acme_ca", required=False)
+            root = self.typed(lambda v: expand(values.plain_text(v), self.base), "tls", "acme_ca_root", required=False)
+            if root is not None:
+                pem = self.ca_root_pem(root)
+        else:
+            for key in sorted({"acme_ca", "acme_ca_root"} & set(raw)):
+                self.fail(("tls", key), "only for tls.mode acme (Caddy's local CA asks no ACME server)")
+        return TLS(mode, email, ca, root, pem) if mode else None
+
+    def ca_root_pem(self, path: Path) -> str | None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.fail(("tls", "acme_ca_root"), f"cannot read {path}: {exc.strerror or exc}")
+            return None
+        if len(data) > values.PEM_MAX_BYTES:
+            self.fail(("tls", "acme_ca_root"), f"{path} is larger than {values.PEM_MAX_BYTES} bytes: not a CA root")
+            return None
+        try:
+            return values.pem_certificates(data.decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            reason = "is not ASCII text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            self.fail(("tls", "acme_ca_root"), f"{path} {reason}")
+            return None
 
     def images(self) -> dict:
         self.section(("images",), set(OFFICIAL_IMAGES))
@@ -246,19 +276,24 @@ class Parser:
         return out
 
     def postgres(self) -> Postgres | None:
-        self.section(("postgres",), {"database", "admin_role", "ui_role", "publish", "connection_limit"})
+        self.section(("postgres",), {"database", "superuser_role", "admin_role", "ui_role", "publish", "connection_limit"})
         self.section(("postgres", "connection_limit"), {"admin", "ui"}, required=False)
         database = self.typed(_identifier, "postgres", "database")
         admin = self.typed(_identifier, "postgres", "admin_role", required=False, default="job_agent_admin")
         ui = self.typed(_identifier, "postgres", "ui_role", required=False, default="job_agent_ui")
+        superuser = self.typed(_identifier, "postgres", "superuser_role", required=False, default="postgres")
         publish = self.typed(values.loopback_address, "postgres", "publish", required=False, default=("127.0.0.1", 5433))
         admin_limit = self.typed(_limit, "postgres", "connection_limit", "admin", required=False, default=-1)
         ui_limit = self.typed(_limit, "postgres", "connection_limit", "ui", required=False, default=-1)
         if admin and ui and admin == ui:
             self.fail(("postgres", "ui_role"), f"must differ from admin_role ({values.shown(admin)}): the UI role must not own the schema")
+        for key, other in (("admin_role", admin), ("ui_role", ui)):
+            if superuser and other and superuser == other:
+                self.fail(("postgres", "superuser_role"), f"must differ from {key} ({values.shown(other)}): "
+                          "no role an app uses may be the superuser")
         if database is None:
             return None
-        return Postgres(database, admin, ui, publish[0], publish[1], admin_limit, ui_limit)
+        return Postgres(database, admin, ui, publish[0], publish[1], admin_limit, ui_limit, superuser)
 
     def sse(self) -> SSE:
         self.section(("sse",), {"read_timeout", "heartbeat", "stream_close_delay"}, required=False)
@@ -356,6 +391,38 @@ def _identifier(value) -> str:
     if isinstance(value, str) and values.plain_text(value) and len(value.encode()) <= 63:
         return value
     raise ValueError(f"{values.shown(value)} is not a Postgres name (1 to 63 bytes)")
+
+
+_CSP_DIRECTIVE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*( [\x21-\x7e]+)*$")
+_BREAKS_CADDYFILE = "which would end or change the Caddyfile's quoted header value"
+#: each lands inside a double-quoted Caddyfile header value; none is ever needed in a policy
+_CSP_REFUSED = {
+    '"': f"a double quote, {_BREAKS_CADDYFILE} (CSP keywords take single quotes: 'self')",
+    "\\": f"a backslash, {_BREAKS_CADDYFILE}",
+    "{": "a brace, which Caddy reads as a placeholder",
+    "}": "a brace, which Caddy reads as a placeholder",
+    "`": f"a backtick, {_BREAKS_CADDYFILE}",
+    ",": "a comma, which starts a second policy that browsers enforce as well (separate directives with ;)",
+}
+
+
+def _csp(value) -> str:
+    """A Content-Security-Policy as Caddy sends it: directives `name value ...` separated by `;`,
+    printable ASCII, with nothing that would end or change the Caddyfile's quoted value."""
+    fix = "write it on one line as in the README's csp example, e.g. \"default-src 'self'; frame-ancestors 'none'\""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a Content-Security-Policy text, got {values.shown(value)}; {fix}")
+    for char, why in _CSP_REFUSED.items():
+        if char in value:
+            raise ValueError(f"holds {why}; remove it")
+    if any(not 0x20 <= ord(c) <= 0x7E for c in value):
+        raise ValueError(f"{values.shown(value)} holds a newline, a tab or a non-ASCII character; {fix}")
+    directives = [d.strip() for d in value.split(";") if d.strip()]
+    bad = [d for d in directives if not _CSP_DIRECTIVE.match(" ".join(d.split()))]
+    if not directives or bad:
+        raise ValueError(f"{values.shown(bad[0] if bad else value)} is not a CSP directive (a name such as "
+                         f"default-src, then its sources); {fix}")
+    return value
 
 
 def _limit(value) -> int:

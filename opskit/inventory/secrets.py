@@ -15,6 +15,7 @@ from ..secrets import Secret
 
 #: Every secret the stack needs, and what it is for (shown when one is missing).
 SECRET_NAMES = {
+    "postgres_superuser_password": "password of the bootstrap superuser (opskit's role step only, never an app)",
     "postgres_admin_password": "password of the admin role (owns the schema, runs Alembic; API and Celery use it)",
     "postgres_ui_password": "password of the UI role (the frontend's read/write-rows-only role)",
     "redis_password": "Redis requirepass (broker, results, SSE pub/sub)",

@@ -65,6 +65,8 @@ KIT = (
     KitImage("redis", "opskit/redis:7", "base"),
     KitImage("caddy", "opskit/caddy:2", "base", needs_caddy=True),
     KitImage("vps", "opskit/vps:bookworm", "base"),
+    # a test tool, not a stand-in: Let's Encrypt's test CA for the ACME tests (tests/integration/test_acme_pebble.py)
+    KitImage("pebble", "opskit/pebble:2", "base"),
 )
 BY_NAME = {image.name: image for image in KIT}
 TAGS = {image.name: image.tag for image in KIT}

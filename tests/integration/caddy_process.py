@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -29,21 +30,36 @@ def free_port() -> int:
 class Caddy:
     """`caddy run` of the rendered Caddyfile, its upstreams on a local port, bound to 127.0.0.1."""
 
-    def __init__(self, env, upstream_port: int, workdir: Path, extra: tuple = ()):
+    def __init__(self, env, upstream_port: int, workdir: Path, extra: tuple = (), ports: dict | None = None):
+        """`ports` sends a site's service ({"frontend": port}) elsewhere than `upstream_port`."""
         self.env, self.workdir = env, workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.http_port, self.https_port, self.admin_port = free_port(), free_port(), free_port()
-        upstream = f"127.0.0.1:{upstream_port}"
-        text = render.caddyfile(
-            env, upstreams={"api": upstream, "flower": upstream, "frontend": upstream},
-            admin=f"127.0.0.1:{self.admin_port}",
-            global_options=(f"http_port {self.http_port}", f"https_port {self.https_port}",
-                            "default_bind 127.0.0.1", "skip_install_trust", *extra),
-        )
+        self.upstreams = {name: f"127.0.0.1:{(ports or {}).get(name, upstream_port)}"
+                          for name in ("api", "flower", "frontend")}
+        self.extra = extra
         self.config = workdir / "Caddyfile"
-        self.config.write_bytes(text)
+        self.config.write_bytes(self._render(env))
         self.log = workdir / "caddy.log"
         self.proc = None
+
+    def _render(self, env) -> bytes:
+        return render.caddyfile(
+            env, upstreams=self.upstreams, admin=f"127.0.0.1:{self.admin_port}",
+            global_options=(f"http_port {self.http_port}", f"https_port {self.https_port}",
+                            "default_bind 127.0.0.1", "skip_install_trust", *self.extra),
+        )
+
+    def reload(self, env) -> None:
+        """Load `env`'s rendered Caddyfile (same ports and upstreams) into the running Caddy, as a
+        deploy does with `caddy reload`."""
+        self.config.write_bytes(self._render(env))
+        done = subprocess.run([CADDY, "reload", "--config", str(self.config), "--adapter", "caddyfile",
+                               "--address", f"127.0.0.1:{self.admin_port}"], capture_output=True, text=True,
+                              env={"HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}, timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"caddy reload failed: {done.stderr[-2000:]}")
+        self.env = env
 
     def __enter__(self):
         env = {"HOME": str(self.workdir), "XDG_DATA_HOME": str(self.workdir / "data"),
@@ -72,11 +88,27 @@ class Caddy:
 
     def _serving(self) -> bool:
         """Every site answers over TLS (each gets its certificate on its own: the first to be ready
-        does not mean the others are)."""
+        does not mean the others are). HEAD: Caddy retries no HEAD, so a site whose upstream is
+        broken on purpose answers at once too."""
         try:
-            return all(self.get(domain, "/", timeout=2)[0] in (200, 401) for _, domain in self.env.domains.items())
+            return all(request(self, domain, "HEAD", "/", timeout=2)[0] for _, domain in self.env.domains.items())
         except (OSError, ssl.SSLError, http.client.HTTPException):
             return False
+
+    def log_text(self) -> str:
+        """Everything Caddy has logged so far (its stderr)."""
+        return self.log.read_text(errors="replace")
+
+    def plain(self, host: str, method: str, path: str, timeout: float = 10):
+        """(status, lower-cased headers) of one request to Caddy's HTTP port, `Host: host`."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        try:
+            conn.request(method, path, headers={"Host": host})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+        finally:
+            conn.close()
 
     def connection(self, domain: str, timeout: float = 10) -> http.client.HTTPSConnection:
         context = ssl.create_default_context(cafile=str(self.root_ca))
@@ -144,3 +176,35 @@ def request(caddy: Caddy, domain: str, method: str, path: str, headers=None, tim
     finally:
         conn.close()
 
+
+
+class ClosingUpstream:
+    """An upstream that takes each connection and hangs up without a word: Caddy's 502 (for a
+    request it does not retry: not a GET)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close alone does not
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)

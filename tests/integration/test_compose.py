@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from opskit import release_folder, render
+from opskit import hardening, release_folder, render
 from tests.conftest import ENVIRONMENTS
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_compose")]
 
@@ -22,12 +22,31 @@ def test_compose_accepts_the_rendered_release(make_env, tmp_path, name):
     assert done.returncode == 0, done.stderr
     resolved = yaml.safe_load(done.stdout)
     assert resolved["name"] == env.project
-    # the env file values reach the services; the command keeps the variable, not its value
-    redis = resolved["services"]["redis"]
-    assert redis["environment"]["REDIS_PASSWORD"] == env.secrets["redis_password"].reveal()
-    assert "REDIS_PASSWORD" in redis["command"][-1]
-    assert env.secrets["redis_password"].reveal() not in redis["command"][-1]
+    # no secret in what Compose makes of the file: secrets are files, named by their path
+    for secret in env.secrets.values():
+        assert secret.reveal() not in done.stdout
+    assert {name: s["file"] for name, s in resolved["secrets"].items()} == {
+        name: f"{env.remote_dir}/secrets/{name}" for names in render.SERVICE_SECRETS.values() for name in names}
+    assert [s["source"] for s in resolved["services"]["redis"]["secrets"]] == ["redis_conf", "redis_password"]
     ports = resolved["services"]["postgres"]["ports"]
     assert [(p["host_ip"], p["published"], p["target"]) for p in ports] == [
         (env.postgres.publish_host, str(env.postgres.publish_port), 5432)]
     assert "ports" not in resolved["services"]["redis"] and "ports" not in resolved["services"]["flower"]
+
+
+def test_compose_reads_back_each_confinement_and_network(make_env, tmp_path):
+    """What opskit/hardening.py decides is what Compose will give the engine (issue 13, 4 and 5)."""
+    folder = release_folder.write(render.render(make_env("local")), tmp_path / "local")
+    done = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=folder,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)
+    for name, decision in hardening.SERVICES.items():
+        svc = resolved["services"][name]
+        assert (svc["user"], svc["read_only"], svc["pids_limit"]) == (decision.user, True, decision.pids_limit)
+        assert svc["security_opt"] == ["no-new-privileges:true"] and svc["cap_drop"] == ["ALL"]
+        assert svc.get("cap_add", []) == [cap.name for cap in decision.cap_add]
+        assert svc.get("tmpfs", []) == [t.compose for t in decision.tmpfs]
+        assert sorted(svc["networks"]) == hardening.networks_of(name)
+    assert {name: bool(net.get("internal")) for name, net in resolved["networks"].items()} == {
+        name: net.internal for name, net in hardening.NETWORKS.items()}

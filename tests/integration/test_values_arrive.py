@@ -1,5 +1,5 @@
 """Every value reaches its destination unchanged, or is refused by name: checked on the real
-parsers (`docker compose config` for the compose and env files, `caddy adapt` for the Caddyfile)
+parsers (`docker compose config` for the compose file and its secret files, `caddy adapt` for the Caddyfile)
 over generated values, hostile ones included.
 
 Each property states the rule for any input: either inventory loading refuses the value with its
@@ -45,7 +45,7 @@ no_nul = st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size
 
 
 def compose_config(folder: Path) -> dict:
-    """`docker compose config` of the folder's compose file, env files resolved into `environment`.
+    """`docker compose config` of the folder's compose file.
     Its output is a compose file again, so it writes each literal `$` as `$$`: read that back."""
     done = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=folder,
                           capture_output=True, text=True, timeout=60)
@@ -127,27 +127,14 @@ def refused_at(exc: InventoryError, path: str) -> list[str]:
     return [p for p in exc.problems if p.startswith(f"environments.{ENV}.{path}:")]
 
 
-# -- env files: the encoding -----------------------------------------------------------------------
+# -- secret files: where Compose finds them ---------------------------------------------------------
 
 
-@BOUNDED
-@given(st.lists(no_nul, min_size=1, max_size=12))
-@example(["ends in a backslash\\", "next secret", "x'y\"z\\", "$HOME ${X:-y} $$ \\$", " # not a comment ", ""])
-def test_any_text_but_nul_is_read_back_from_an_env_file_as_written(base, texts):
-    """The encoding alone, beyond what secrets may hold (newlines, tabs): one env file, many values."""
-    folder = base[1] / "envfile"
-    folder.mkdir(exist_ok=True)
-    variables = [(f"V{i}", text) for i, text in enumerate(texts)]
-    (folder / "one.env").write_bytes(render._env_file("one", variables))
-    (folder / "docker-compose.yml").write_text("services:\n  one:\n    image: scratch\n    env_file: [./one.env]\n")
-    environment = compose_config(folder)["services"]["one"].get("environment") or {}
-    assert {k: environment.get(k) for k, _ in variables} == dict(variables)
-
-
-def test_nul_cannot_be_written_to_an_env_file_and_the_message_names_the_key_only():
-    with pytest.raises(RenderError) as info:
-        render._env_file("api", [("API_KEY", "top\0secret")])
-    assert str(info.value).startswith("env/api.env: the value of API_KEY holds a NUL") and "top" not in str(info.value)
+def secret_files(folder: Path, resolved: dict, service: str) -> dict[str, bytes]:
+    """{file name: content} of what `service` gets under /run/secrets, read from the release
+    folder (the server copies it, byte for byte, to the folder Compose names)."""
+    names = [s["source"] for s in resolved["services"][service].get("secrets", [])]
+    return {n: (folder / "secrets" / n).read_bytes() for n in names}
 
 
 # -- rule 2: secrets arrive byte-identical or are refused --------------------------------------------
@@ -183,22 +170,27 @@ def test_every_secret_arrives_byte_identical_or_is_refused_by_name(base, secrets
         return
     event("accepted")
     folder = written(base, env)
-    resolved = compose_config(folder)["services"]
+    config = compose_config(folder)
+    resolved = config["services"]
     admin, ui, redis = (secrets[k] for k in ("postgres_admin_password", "postgres_ui_password", "redis_password"))
-    assert resolved["postgres"]["environment"]["POSTGRES_PASSWORD"] == admin
-    assert resolved["postgres"]["environment"]["POSTGRES_UI_PASSWORD"] == ui
-    assert resolved["redis"]["environment"]["REDIS_PASSWORD"] == redis
+    postgres = secret_files(folder, config, "postgres")
+    assert postgres["postgres_superuser_password"] == secrets["postgres_superuser_password"].encode()
+    assert (postgres["postgres_admin_password"], postgres["postgres_ui_password"]) == (admin.encode(), ui.encode())
+    assert resolved["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_superuser_password"
+    assert secret_files(folder, config, "redis")["redis_password"] == redis.encode()
     for service in ("api", "worker"):
-        environment = resolved[service]["environment"]
-        assert environment["API_KEY"] == secrets["api_key"]
-        assert environment["APP_SECRET_KEY"] == secrets["app_secret_key"]
-        assert make_url(environment["DATABASE_URL"]).password == admin
-    frontend = resolved["frontend"]["environment"]
-    assert frontend["BETTER_AUTH_SECRET"] == secrets["better_auth_secret"]
-    assert unquote(urlsplit(frontend["DATABASE_URL"]).password) == ui
+        files = secret_files(folder, config, service)
+        assert make_url(files["database_url_admin"].decode()).password == admin
+    api = secret_files(folder, config, "api")
+    assert (api["api_key"], api["app_secret_key"]) == (secrets["api_key"].encode(), secrets["app_secret_key"].encode())
+    frontend = secret_files(folder, config, "frontend")
+    assert frontend["better_auth_secret"] == secrets["better_auth_secret"].encode()
+    assert unquote(urlsplit(frontend["database_url_ui"].decode()).password) == ui
     for service in ("api", "worker", "beat", "flower"):
-        for key in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
-            assert unquote(urlsplit(resolved[service]["environment"][key]).password) == redis
+        for name in ("redis_url", "celery_broker_url", "celery_result_backend"):
+            assert unquote(urlsplit(secret_files(folder, config, service)[name].decode()).password) == redis
+    for service in resolved.values():  # no value in any environment: the compose file names files only
+        assert not set((service.get("environment") or {}).values()) & set(secrets.values())
     caddy = caddy_adapt(folder / "Caddyfile")
     [account] = [a for accounts in found(caddy, "accounts") for a in accounts]
     assert bcrypt.checkpw(secrets["flower_password"].encode(), account["password"].encode())
@@ -206,8 +198,9 @@ def test_every_secret_arrives_byte_identical_or_is_refused_by_name(base, secrets
 
 def test_a_secret_ending_in_a_backslash_arrives_and_hides_no_neighbour(base):
     secrets = {"api_key": "key\\", "app_secret_key": "next-one"}
-    resolved = compose_config(written(base, load(base, secrets=secrets)))["services"]["api"]["environment"]
-    assert (resolved["API_KEY"], resolved["APP_SECRET_KEY"]) == ("key\\", "next-one")
+    folder = written(base, load(base, secrets=secrets))
+    files = secret_files(folder, compose_config(folder), "api")
+    assert (files["api_key"], files["app_secret_key"]) == (b"key\\", b"next-one")
 
 
 def test_a_flower_password_over_72_bytes_is_refused_by_name_not_by_bcrypt(base):
@@ -230,7 +223,7 @@ image = st.from_regex(r"[a-z0-9]{1,6}(/[a-z0-9]{1,6})?(:[A-Za-z0-9_.-]{1,8})?", 
 
 
 @BOUNDED
-@given(cases(database=(identifier, any_text), admin=(identifier.filter(lambda a: a != "job_agent_ui"), any_text),
+@given(cases(database=(identifier, any_text), admin=(identifier.filter(lambda a: a not in ("job_agent_ui", "postgres")), any_text),
              commands=(st.lists(argv, min_size=5, max_size=5), st.lists(argv | any_text.map(list), min_size=5, max_size=5)),
              health=(st.lists(argv, min_size=5, max_size=5), st.lists(argv | st.just([]), min_size=5, max_size=5)),
              remote_dir=(server_path, any_text), images=(st.lists(image, min_size=3, max_size=3),
@@ -266,11 +259,12 @@ def test_compose_values_arrive_unchanged_or_are_refused(base, case):
         event("refused")
         return
     event("accepted")
-    resolved = compose_config(written(base, env))["services"]
-    pg = resolved["postgres"]
-    assert pg["environment"]["POSTGRES_DB"] == database and pg["environment"]["POSTGRES_USER"] == admin
-    assert pg["healthcheck"]["test"][-3:] == [admin, "--dbname", database]
-    url = make_url(resolved["api"]["environment"]["DATABASE_URL"])
+    folder = written(base, env)
+    resolved = compose_config(folder)["services"]
+    pg, superuser = resolved["postgres"], env.postgres.superuser_role
+    assert pg["environment"]["POSTGRES_DB"] == database and pg["environment"]["POSTGRES_USER"] == superuser
+    assert pg["healthcheck"]["test"][-3:] == [superuser, "--dbname", database]
+    url = make_url((folder / "secrets" / "database_url_admin").read_text())
     assert (url.username, url.database) == (admin, database)
     assert [v["source"] for v in pg["volumes"] if v["type"] == "bind"] == [f"{env.remote_dir}/postgres-init"]
     assert [v["source"] for v in resolved["caddy"]["volumes"] if v["type"] == "bind"] == [f"{env.remote_dir}/caddy"]

@@ -70,8 +70,8 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("service", smoke.expected_services(env))
     if "hidden_service" in names:
         metafunc.parametrize("hidden_service", [s for s in smoke.expected_services(env) if s not in smoke.PUBLISHERS])
-    if "env_file_service" in names:
-        metafunc.parametrize("env_file_service", smoke.env_file_services(env))
+    if "secret_file" in names:
+        metafunc.parametrize("secret_file", smoke.secret_files(env))
     if "site" in names:
         sites = list(env.domains.items())
         metafunc.parametrize("site", sites, ids=[domain for _, domain in sites])

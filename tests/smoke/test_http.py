@@ -1,7 +1,8 @@
 """Caddy and HTTPS, from outside as a browser sees them: a certificate per domain, the API key,
-Flower's basic auth, the Caddyfile's headers; and the running proxy config: streaming unbuffered,
-the inventory's read timeout, and an SSE stream that outlives two heartbeats and delivers an
-event a Celery task published."""
+Flower's basic auth, the Caddyfile's headers and the inventory's Content-Security-Policy on every
+answer (Caddy's own 401, redirects and 404s too), no Server banner; and the running proxy config:
+streaming unbuffered, the inventory's read timeout, logs that drop credentials, and an SSE stream
+that outlives two heartbeats and delivers an event a Celery task published."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import ssl
 
 import pytest
 
+from opskit import render
 from opskit.facts import caddy as caddy_facts
 from opskit.layout import Layout
 
@@ -75,11 +77,19 @@ def test_http_redirects_to_https(site, web, server):
         _caddy_logs(server))
 
 
-def test_security_headers_present(site, web, release, env, server):
-    role, domain = site
+def _fixed_headers(release, env):
+    """The response headers the live Caddyfile sets alike on every site (the CSP, one per site,
+    has its own check) and the ones it removes."""
     wanted, removed = caddy_facts.caddyfile_headers(release.live_caddyfile)
+    wanted.pop("Content-Security-Policy", None)
     assert wanted, problem(f"the live Caddyfile ({_live_caddyfile(env)}) sets no response header",
                            f"cat {_live_caddyfile(env)}")
+    return wanted, removed
+
+
+def test_security_headers_present(site, web, release, env, server):
+    role, domain = site
+    wanted, removed = _fixed_headers(release, env)
     resp = _get(web, domain, PROBE_PATH[role], server, _flower_auth(env, role))
     missing = [f"{k}: {v}" for k, v in wanted.items() if resp.headers.get(k.lower()) != v]
     leaked = [k for k in removed if k.lower() in resp.headers]
@@ -88,6 +98,70 @@ def test_security_headers_present(site, web, release, env, server):
         + "; ".join((["missing or different: " + listing(missing)] if missing else [])
                     + (["present though the Caddyfile removes them: " + listing(leaked)] if leaked else [])),
         f"curl -sI https://{domain}{PROBE_PATH[role]}")
+
+
+def test_csp_matches_inventory(site, web, env, server):
+    role, domain = site
+    want = dict(env.csp.items())[role]
+    resp = _get(web, domain, PROBE_PATH[role], server, _flower_auth(env, role))
+    got = resp.headers.get("content-security-policy")
+    assert got == want, problem(
+        f"https://{domain}{PROBE_PATH[role]} sends Content-Security-Policy {got!r}, not the inventory's csp.{role} "
+        f"{want!r}", f"curl -sI https://{domain}{PROBE_PATH[role]}; grep Content-Security-Policy {_live_caddyfile(env)}")
+
+
+#: a name that is none of the sites, sent to the server's address
+UNKNOWN_NAME = "opskit-smoke-unknown.invalid"
+#: the answers Caddy writes itself, as a client meets them: (site, scheme, the status it must be)
+OWN_ANSWERS = {
+    "flower-401": ("flower", "https", 401),
+    "app-redirect": ("app", "http", 308),
+    "api-redirect": ("api", "http", 308),
+    "flower-redirect": ("flower", "http", 308),
+    "unknown-name-http": (None, "http", 404),
+    "unknown-name-https": (None, "https", 404),
+}
+#: headers that name the server's software
+BANNERS = ("Server", "Via", "X-Powered-By")
+
+
+def _own_answer(kind, web, env, server):
+    """(what was asked, the answer, the CSP it must carry) of one of OWN_ANSWERS."""
+    role, scheme, _ = OWN_ANSWERS[kind]
+    if role is None:  # over https, a site's name in SNI but another in Host
+        asked, resp = f"{scheme}://{UNKNOWN_NAME}/", _get(web, env.domains.api, "/", server, {"Host": UNKNOWN_NAME},
+                                                           scheme=scheme)
+        return asked, resp, render.CSP_UNKNOWN_HOST
+    domain = dict(env.domains.items())[role]
+    return f"{scheme}://{domain}/", _get(web, domain, "/", server, scheme=scheme), dict(env.csp.items())[role]
+
+
+@pytest.mark.parametrize("kind", list(OWN_ANSWERS))
+def test_caddys_own_answers_carry_the_security_headers(kind, web, release, env, server):
+    wanted, _ = _fixed_headers(release, env)
+    asked, resp, csp = _own_answer(kind, web, env, server)
+    status = OWN_ANSWERS[kind][2]
+    assert resp.status == status, problem(f"{asked} answered {resp.status}, not Caddy's own {status}",
+                                          f"curl -sI {asked}")
+    missing = [f"{k}: {v}" for k, v in {**wanted, "Content-Security-Policy": csp}.items()
+               if resp.headers.get(k.lower()) != v]
+    assert not missing, problem(
+        f"{asked} ({resp.status}, Caddy's own answer) lacks or changes {listing(missing)}: Caddy answers it "
+        "outside the site's handlers (handle_errors, the explicit http:// sites of the Caddyfile)",
+        f"curl -sI {asked}; cat {_live_caddyfile(env)}")
+
+
+@pytest.mark.parametrize("kind", ["app", "api", "flower", *OWN_ANSWERS])
+def test_no_server_banner(kind, web, env, server):
+    if kind in OWN_ANSWERS:
+        asked, resp, _ = _own_answer(kind, web, env, server)
+    else:
+        domain = dict(env.domains.items())[kind]
+        asked, resp = f"https://{domain}{PROBE_PATH[kind]}", _get(web, domain, PROBE_PATH[kind], server,
+                                                                  _flower_auth(env, kind))
+    shown = [f"{k}: {resp.headers[k.lower()]}" for k in BANNERS if k.lower() in resp.headers]
+    assert not shown, problem(f"{asked} ({resp.status}) names its software: {listing(shown)}",
+                              f"curl -sI {asked}; grep -n -- '-Server' {_live_caddyfile(env)}")
 
 
 def test_hsts_enabled(site, web, env, server):
@@ -213,6 +287,23 @@ def test_caddy_guards_flower_with_basic_auth(caddy, env, server):
         f"{env.domains.flower}: the running Caddy config has "
         + (f"basic auth for {listing(users)}, not {env.flower_user}" if users else "no basic auth"),
         f"cat {_live_caddyfile(env)}")
+
+
+def test_caddy_logs_drop_credentials(caddy, env, server):
+    """Caddy's logs carry a request's headers (reverse_proxy's warning for a dropped SSE stream, the
+    error log): every log's encoder must be the filter that deletes each credential field."""
+    logs = ((caddy.config.get("logging") or {}).get("logs") or {"default": {}})
+    problems = []
+    for name, log in sorted(logs.items()):
+        encoder = log.get("encoder") or {}
+        kept = [f for f in render.CADDY_LOG_DROPPED
+                if ((encoder.get("fields") or {}).get(f) or {}).get("filter") != "delete"]
+        if encoder.get("format") != "filter" or kept:
+            problems.append(f"log {name!r} writes {listing(kept) if encoder.get('format') == 'filter' else 'every field'}")
+    assert not problems, problem(
+        f"Caddy's running config may log credentials: {'; '.join(problems)} (the Caddyfile's global "
+        "`log { format filter { ... delete } }`)",
+        server.compose_hint("exec", "caddy", "wget", "-qO-", "http://127.0.0.1:2019/config/logging"))
 
 
 def test_live_caddyfile_is_the_release_caddyfile(release, manifest, env):

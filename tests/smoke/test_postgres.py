@@ -1,11 +1,18 @@
-"""Postgres: the two roles and their grants (the admin role owns the schema; the UI role reads
-and writes rows and can create nothing), Alembic at the image's head, connections in use."""
+"""Postgres: the roles and their grants (the admin role owns the schema and has no other power;
+the UI role reads and writes rows, can create nothing and cannot move Alembic's revision; neither
+is a superuser, the bootstrap superuser is the superuser role), Alembic at the image's head,
+connections in use."""
 
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
+
+from opskit.facts import read
+from opskit.facts.postgres import in_postgres, pg_bool, psql_rows
+from opskit.postgres import ALEMBIC_VERSION_TABLE, BOOTSTRAP_OID
 
 from .checks import listing, problem
 
@@ -22,6 +29,124 @@ def _role(env, kind):
 def _psql(server, env, sql):
     return server.compose_hint("exec", "postgres", "psql", "-U", env.postgres.admin_role, "-d",
                                env.postgres.database, "-c", sql)
+
+
+# -- powers: what a role an app uses could do beyond its own database -----------------------------------
+
+_SEP = "\x1f"
+_PSQL = ("psql", "-X", "-q", "-A", "-t", "-F", _SEP, "-v", "ON_ERROR_STOP=0")
+POWERS = ("super", "createrole", "createdb", "replication", "bypassrls")
+
+#: read as the admin role (any role may read pg_roles and ask has_table_privilege)
+_POWERS_SQL = f"""
+SELECT 'role', rolname, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls
+  FROM pg_roles WHERE rolname IN (:'admin', :'ui');
+SELECT 'bootstrap', rolname FROM pg_roles WHERE oid = {BOOTSTRAP_OID};
+SELECT 'alembic_ui', p, has_table_privilege(:'ui', c.oid, p)
+  FROM pg_class c, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p
+ WHERE c.oid = to_regclass('public.{ALEMBIC_VERSION_TABLE}') AND EXISTS (SELECT FROM pg_roles WHERE rolname = :'ui');
+"""
+
+#: run as the UI role over TCP: a real UPDATE of Alembic's row, rolled back whatever happens
+_UI_ALEMBIC_SQL = f"""
+SELECT 'login', current_user;
+BEGIN;
+UPDATE public.{ALEMBIC_VERSION_TABLE} SET version_num = version_num;
+SELECT 'updated';
+ROLLBACK;
+"""
+
+
+def parse_powers(out) -> dict:
+    """{"roles": {name: {power: bool}}, "bootstrap": name, "alembic_ui": {privilege: bool}, "errors": str}."""
+    found = {"roles": {}, "bootstrap": None, "alembic_ui": {}, "errors": out.errors}
+    for row in psql_rows(out.text):
+        if row[0] == "role" and len(row) == 7:
+            found["roles"][row[1]] = dict(zip(POWERS, map(pg_bool, row[2:])))
+        elif row[0] == "bootstrap" and len(row) == 2:
+            found["bootstrap"] = row[1]
+        elif row[0] == "alembic_ui" and len(row) == 3:
+            found["alembic_ui"][row[1]] = pg_bool(row[2])
+    return found
+
+
+def parse_ui_alembic(out) -> dict:
+    """{"user", "updated": bool, "errors"} of `_UI_ALEMBIC_SQL`'s run."""
+    rows = psql_rows(out.text)
+    user = next((r[1] for r in rows if r[0] == "login" and len(r) > 1), None)
+    return {"user": user, "updated": any(r[0] == "updated" for r in rows), "errors": out.errors}
+
+
+@pytest.fixture(scope="module")
+def pg_powers(server, env) -> dict:
+    pg = env.postgres
+    psql = (*_PSQL, "-v", f"admin={pg.admin_role}", "-v", f"ui={pg.ui_role}", "-U", pg.admin_role, "-d", pg.database,
+            "-f", "-")
+    fact = in_postgres(env, "postgres_powers", psql, _POWERS_SQL.encode(), parse_powers)
+    return read(server.remote, fact, what=f"Postgres role attributes as {pg.admin_role}",
+                more=server.compose_hint("logs", "--tail", "50", "postgres"), timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ui_alembic_update(server, env) -> dict:
+    """{"user", "updated": bool, "errors"}: the UI role logged in over TCP (its password the first
+    line of stdin, never in argv) and tried to UPDATE alembic_version in a rolled-back transaction."""
+    pg = env.postgres
+    psql = (*_PSQL, "-h", "127.0.0.1", "-p", "5432", "-U", pg.ui_role, "-d", pg.database, "-w", "-f", "-")
+    inner = "IFS= read -r PGPASSWORD; export PGPASSWORD; exec " + shlex.join(psql)
+    stdin = (env.secrets["postgres_ui_password"].reveal() + "\n").encode() + _UI_ALEMBIC_SQL.encode()
+    fact = in_postgres(env, "postgres_ui_alembic", ("sh", "-c", inner), stdin, parse_ui_alembic, ok=None)
+    return read(server.remote, fact, what=f"UPDATE of {ALEMBIC_VERSION_TABLE} as {pg.ui_role}", timeout=30)
+
+
+@pytest.mark.parametrize("kind", ROLE_KINDS)
+def test_no_app_role_is_a_superuser(kind, pg_powers, env, server):
+    name = _role(env, kind)
+    role = pg_powers["roles"].get(name)
+    assert role, problem(f"the {kind} role {name} was not found: {pg_powers['errors'].strip()[:200]}", ROLES_FIX)
+    assert not role["super"], problem(
+        f"the {kind} role {name} is a SUPERUSER: "
+        + ("the API and Celery" if kind == "admin" else "the frontend")
+        + " could run COPY ... TO PROGRAM on the database host", ROLES_FIX)
+
+
+def test_the_bootstrap_superuser_is_no_app_role(pg_powers, env):
+    """initdb's role can never lose SUPERUSER: it must be the superuser role, which no app uses
+    (on a volume from before the superuser role it is the admin role until db.roles renames it)."""
+    pg = env.postgres
+    bootstrap = pg_powers["bootstrap"]
+    assert bootstrap == pg.superuser_role, problem(
+        f"the bootstrap superuser (oid {BOOTSTRAP_OID}) is {bootstrap}, not the inventory's postgres.superuser_role "
+        f"{pg.superuser_role}" + (" (an app's role)" if bootstrap in (pg.admin_role, pg.ui_role) else ""), ROLES_FIX)
+
+
+def test_admin_role_has_no_power_beyond_its_objects(pg_powers, env):
+    admin = env.postgres.admin_role
+    role = pg_powers["roles"].get(admin)
+    assert role, problem(f"the admin role {admin} was not found: {pg_powers['errors'].strip()[:200]}", ROLES_FIX)
+    extra = [k.upper() for k in ("createrole", "createdb", "replication", "bypassrls") if role[k]]
+    assert not extra, problem(f"the admin role {admin} has {', '.join(extra)}: owning the schema needs none of it",
+                              ROLES_FIX)
+
+
+def test_ui_role_may_not_write_alembic_version(pg_powers, env):
+    ui = env.postgres.ui_role
+    privileges = pg_powers["alembic_ui"]
+    assert privileges, problem(f"no {ALEMBIC_VERSION_TABLE} table, or no {ui} role: "
+                               f"{pg_powers['errors'].strip()[:200]}", "invoke db.migrate -e ENV")
+    granted = [p for p, ok in privileges.items() if ok and p != "SELECT"]
+    assert not granted, problem(f"the UI role {ui} has {', '.join(granted)} on {ALEMBIC_VERSION_TABLE}: the frontend "
+                                "could move the migration state Alembic owns", ROLES_FIX)
+
+
+def test_ui_role_cannot_update_alembic_version(ui_alembic_update, env):
+    ui = env.postgres.ui_role
+    got = ui_alembic_update
+    assert got["user"] == ui, problem(f"{ui} could not log in, so the UPDATE was not tried: {got['errors'].strip()[:200]}")
+    assert not got["updated"], problem(
+        f"{ui} could UPDATE {ALEMBIC_VERSION_TABLE} (rolled back): the frontend could corrupt Alembic's state", ROLES_FIX)
+    assert "permission denied" in got["errors"], problem(
+        f"the UPDATE of {ALEMBIC_VERSION_TABLE} as {ui} failed, but not for lack of permission: {got['errors'].strip()[:200]}")
 
 
 @pytest.mark.parametrize("kind", ROLE_KINDS)
@@ -102,8 +227,10 @@ def test_ui_role_reads_and_writes_every_table(pg_admin, env, server):
     ui = env.postgres.ui_role
     assert pg_admin.tables, problem(f"no table in schema public of {env.postgres.database} (migrations not run?)",
                                     "invoke db.migrate")
+    # Alembic's table is the exception: readable only (test_ui_role_may_not_write_alembic_version)
+    rows = {t: p for t, p in pg_admin.tables.items() if t != ALEMBIC_VERSION_TABLE}
     missing = [f"{t} ({', '.join(k.upper() for k in ('select', 'insert', 'update', 'delete') if not p[k])})"
-               for t, p in pg_admin.tables.items() if not all(p[k] for k in ('select', 'insert', 'update', 'delete'))]
+               for t, p in rows.items() if not all(p[k] for k in ('select', 'insert', 'update', 'delete'))]
     extra = [f"{t} ({', '.join(k.upper() for k in ('truncate', 'references', 'trigger') if p[k])})"
              for t, p in pg_admin.tables.items() if any(p[k] for k in ('truncate', 'references', 'trigger'))]
     assert not missing and not extra, problem(

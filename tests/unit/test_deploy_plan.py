@@ -104,14 +104,22 @@ def test_a_registry_must_name_a_host_and_a_namespace(make_env):
         make_env("production", lambda raw: raw["environments"]["production"].update(registry="team"))
 
 
-def test_env_files_are_uploaded_0600_and_their_content_never_prints(env, release):
+def test_secret_files_are_uploaded_into_a_closed_folder_and_their_content_never_prints(env, release):
     plan = plan_for(env, release)
     uploads = {s.path.rsplit("/", 1)[-1]: s for s in plan if isinstance(s, WriteFile)}
-    assert uploads["api.env"].mode == 0o600 and uploads["docker-compose.yml"].mode == 0o644
+    assert uploads["api_key"].mode == 0o444 and uploads["docker-compose.yml"].mode == 0o644
     printed = plan.render()
     for secret in env.secrets.values():
         assert secret.reveal() not in printed
-    assert "secret content" in uploads["api.env"].describe()
+    assert "secret content" in uploads["api_key"].describe()
+    prepare = next(s for s in plan if s.title.startswith("prepare release folder")).argv[-1]
+    assert prepare.endswith(f"&& chmod 700 {env.remote_dir}/releases/{release.id}.partial/secrets")
+
+
+def test_secret_files_are_installed_by_rename_into_the_shared_closed_folder(env, release):
+    install = next(s for s in plan_for(env, release) if s.title.startswith("install the config")).argv[-1]
+    assert f"mkdir -p -m 0700 {env.remote_dir}/secrets; chmod 0700 {env.remote_dir}/secrets" in install
+    assert 'mv -f /srv/jobagent/secrets/."$n".new /srv/jobagent/secrets/"$n"'.replace("/srv/jobagent", env.remote_dir) in install
 
 
 def test_the_release_is_uploaded_beside_its_final_folder_then_renamed(env, release):

@@ -80,7 +80,7 @@ def test_caddyfile_headers_of_the_rendered_file(make_env, name, hsts):
     wanted, removed = caddy.caddyfile_headers(render.caddyfile(make_env(name)).decode())
     assert wanted["X-Content-Type-Options"] == "nosniff" and wanted["X-Frame-Options"] == "DENY"
     assert ("Strict-Transport-Security" in wanted) is hsts
-    assert set(removed) == {"Server", "X-Powered-By"}
+    assert set(removed) == {"Server", "Via", "X-Powered-By"}
 
 
 def test_caddyfile_headers_block_forms():

@@ -29,7 +29,8 @@ def test_an_unreadable_lock_is_still_a_lock():
 def test_the_release_facts_are_given_the_layout_paths():
     layout = Layout("/srv/app")
     assert release.on_disk(layout).argv[-3:] == (layout.current, layout.releases, layout.lock_info)
-    assert release.current(layout).argv[-4:] == (layout.current, layout.releases, layout.caddy, layout.lock_info)
+    assert release.current(layout).argv[-5:] == (layout.current, layout.releases, layout.caddy, layout.lock_info,
+                                                  layout.secrets)
 
 
 def test_the_current_release_in_detail():

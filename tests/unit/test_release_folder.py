@@ -29,14 +29,16 @@ def test_a_new_folder_gets_the_release_whole_with_its_marker_and_modes(release, 
     assert release_folder.read(out) == {p: f.content for p, f in release.files.items()}
     assert (out / release_folder.MARKER).is_file()
     assert all(stat.S_IMODE((out / p).stat().st_mode) == f.mode for p, f in release.files.items())
+    assert stat.S_IMODE((out / "secrets").stat().st_mode) == 0o700  # its files are 0444: it guards them
     assert sorted(p.name for p in out.parent.iterdir()) == ["release"]  # no staging left beside it
 
 
 def test_an_earlier_release_folder_is_replaced_stale_files_and_all(release, work):
     out = release_folder.write(release, work / "release")
+    (out / "env").mkdir()
     (out / "env" / "stale.env").write_text("OLD=1\n")
     release_folder.write(release, out)
-    assert not (out / "env" / "stale.env").exists()
+    assert not (out / "env").exists()
     assert sorted(p.name for p in work.iterdir()) == ["release"]
 
 

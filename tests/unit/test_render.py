@@ -3,12 +3,15 @@ and the same inputs give the same bytes."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import bcrypt
 import pytest
 import yaml
 
 from opskit import release_folder, render
-from opskit.errors import RenderError
+from opskit.errors import InventoryError, RenderError
+from opskit.inventory.model import DEFAULT_CSP
 from tests import caddyfile
 from tests.conftest import ENVIRONMENTS
 
@@ -38,11 +41,16 @@ def caddy(release):
 # -- release ------------------------------------------------------------------------------------
 
 
-def test_the_release_holds_compose_caddy_env_files_sql_and_a_manifest(release):
+SECRET_FILES = {"postgres_superuser_password", "postgres_admin_password", "postgres_ui_password", "redis_password",
+                "redis_conf", "api_key", "app_secret_key", "better_auth_secret", "database_url_admin",
+                "database_url_ui", "redis_url", "celery_broker_url", "celery_result_backend"}
+
+
+def test_the_release_holds_compose_caddy_secret_files_sql_and_a_manifest(release):
     assert {"docker-compose.yml", "Caddyfile", "manifest.json", "postgres-init/roles.psql",
             "postgres-init/10-roles.sh"} <= set(release.files)
-    env_files = {p for p in release.files if p.startswith("env/")}
-    assert env_files == {f"env/{s}.env" for s in SERVICES - {"caddy"}}
+    assert {p for p in release.files if p.startswith("secrets/")} == {f"secrets/{n}" for n in SECRET_FILES}
+    assert not [p for p in release.files if p.startswith("env/")]
 
 
 def test_same_inputs_give_the_same_bytes(make_env, tmp_path):
@@ -80,31 +88,78 @@ def test_an_image_tag_follows_its_build_inputs(make_env, contexts):
         make_env("local")).images["frontend"]
 
 
-def test_env_files_are_0600_and_nothing_else_is_secret(release):
+def test_secret_files_are_0444_and_secret_and_nothing_else_is_secret(release):
+    """0444: containers of other uids read them through Compose's bind mount; the 0700 folder
+    (release_folder, deploy's upload) keeps everyone else out."""
     for path, f in release.files.items():
-        assert (f.mode == 0o600) == path.startswith("env/"), path
-        assert f.secret == path.startswith("env/"), path
+        assert (f.mode == 0o444) == path.startswith("secrets/"), path
+        assert f.secret == path.startswith("secrets/"), path
 
 
-def test_no_secret_value_appears_outside_env_files(env, release):
+def test_a_secret_file_holds_the_value_alone(env, release):
+    for name in ("api_key", "postgres_superuser_password", "better_auth_secret"):
+        assert release.files[f"secrets/{name}"].content == env.secrets[name].reveal().encode()
+
+
+def test_no_secret_value_appears_outside_secret_files(env, release):
     for path, f in release.files.items():
-        if path.startswith("env/"):
+        if path.startswith("secrets/"):
             continue
         text = f.content.decode()
         for name, secret in env.secrets.items():
             assert secret.reveal() not in text, f"{name} leaks into {path}"
+            assert quote(secret.reveal(), safe="") not in text, f"{name} leaks URL-encoded into {path}"
 
 
-def test_each_service_gets_only_its_own_secrets(env, release):
-    def keys(service):
-        lines = release.files[f"env/{service}.env"].content.decode().splitlines()
-        return {line.split("=", 1)[0] for line in lines if "=" in line}
+def test_each_service_gets_only_its_own_secret_files(env, compose):
+    def files(service):
+        return set(compose["services"][service].get("secrets", []))
 
-    assert "DATABASE_URL" not in keys("flower") and "DATABASE_URL" not in keys("beat")
-    assert keys("redis") == {"REDIS_PASSWORD"}
-    frontend = release.files["env/frontend.env"].content.decode()
-    assert f"postgresql://{env.postgres.ui_role}:" in frontend
-    assert env.secrets["postgres_admin_password"].reveal() not in frontend
+    assert files("flower") == files("beat") == {"redis_url", "celery_broker_url", "celery_result_backend"}
+    assert files("redis") == {"redis_conf", "redis_password"}
+    assert files("worker") == {"database_url_admin", "redis_url", "celery_broker_url", "celery_result_backend"}
+    assert files("api") == files("worker") | {"api_key", "app_secret_key"}
+    assert files("frontend") == {"database_url_ui", "api_key", "better_auth_secret"}
+    assert files("postgres") == {"postgres_superuser_password", "postgres_admin_password", "postgres_ui_password"}
+    assert files("caddy") == set()
+    declared = {name: s["file"] for name, s in compose["secrets"].items()}
+    assert declared == {name: f"{env.remote_dir}/secrets/{name}" for name in SECRET_FILES}
+
+
+def test_no_environment_value_is_a_secret_and_file_variables_name_mounted_files(env, compose):
+    values = {s.reveal() for s in env.secrets.values()}
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            assert value not in values, (name, key)
+            if key.endswith("_FILE"):
+                assert value.startswith("/run/secrets/") and value.split("/")[-1] in service["secrets"], (name, key)
+        assert "env_file" not in service, name
+
+
+def test_the_urls_carry_the_roles_and_the_url_encoded_passwords(env, release):
+    ui = release.files["secrets/database_url_ui"].content.decode()
+    assert ui.startswith(f"postgresql://{env.postgres.ui_role}:{quote(env.secrets['postgres_ui_password'].reveal(), safe='')}@")
+    admin = release.files["secrets/database_url_admin"].content.decode()
+    assert admin.startswith(f"postgresql+psycopg://{env.postgres.admin_role}:")
+    assert release.files["secrets/celery_broker_url"].content.decode().endswith("@redis:6379/1")
+
+
+def test_postgres_boots_as_the_superuser_from_its_password_file(env, compose):
+    pg = compose["services"]["postgres"]
+    assert pg["environment"]["POSTGRES_USER"] == env.postgres.superuser_role != env.postgres.admin_role
+    assert pg["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_superuser_password"
+    assert "POSTGRES_PASSWORD" not in pg["environment"]
+    assert pg["healthcheck"]["test"][pg["healthcheck"]["test"].index("--username") + 1] == env.postgres.superuser_role
+
+
+def test_a_rotated_secret_changes_the_label_of_exactly_the_services_that_read_it(make_env, secrets_env):
+    def labels(environ):
+        compose = yaml.safe_load(render.render(make_env("production", environ=environ)).files["docker-compose.yml"].content)
+        return {n: (s.get("labels") or {}).get(render.SECRETS_LABEL) for n, s in compose["services"].items()}
+
+    before, after = labels(secrets_env), labels(dict(secrets_env, OPSKIT_API_KEY="rotated-key"))
+    assert {n for n in before if before[n] != after[n]} == {"api", "frontend"}
+    assert before["caddy"] is None
 
 
 # -- compose ------------------------------------------------------------------------------------
@@ -146,17 +201,26 @@ def test_only_caddy_and_loopback_postgres_are_published(env, compose):
 
 
 def test_a_dollar_in_a_compose_value_is_escaped_for_the_container_to_expand(release):
-    """Compose interpolates `$VAR` in the file itself at parse time; the Redis command must keep
-    `$REDIS_PASSWORD` for the container's shell, so the file holds `$$` (else: --requirepass "")."""
+    """Compose interpolates `$...` in the file itself at parse time; the Redis healthcheck must keep
+    `$(cat ...)` for the container's shell, so the file holds `$$`."""
     text = release.files["docker-compose.yml"].content.decode()
-    assert '--requirepass \\"$$REDIS_PASSWORD\\"' in text or '--requirepass "$$REDIS_PASSWORD"' in text, \
-        [line for line in text.splitlines() if "requirepass" in line]
+    assert 'REDISCLI_AUTH=\\"$$(cat /run/secrets/redis_password)\\"' in text, \
+        [line for line in text.splitlines() if "REDISCLI_AUTH" in line]
 
 
-def test_redis_requires_its_password_from_the_env_file(compose):
+def test_redis_reads_its_password_from_a_config_file_not_argv_or_environment(env, release, compose):
     redis = compose["services"]["redis"]
-    assert "--requirepass" in redis["command"][-1] and "$$REDIS_PASSWORD" in redis["command"][-1]
-    assert redis["env_file"] == ["./env/redis.env"]
+    assert redis["command"] == ["redis-server", "/run/secrets/redis_conf", "--appendonly", "yes"]
+    assert "environment" not in redis and "env_file" not in redis
+    conf = release.files["secrets/redis_conf"].content.decode()
+    assert conf.startswith("requirepass \"") and conf.endswith("\"\n") and conf.count("\n") == 1
+
+
+@pytest.mark.parametrize("value, written", [
+    ("plain-Value_1", '"plain-Value_1"'), ('a"b\\c', '"a\\x22b\\x5cc"'), ("x y#z", '"x y#z"'),
+    ("é", '"\\xc3\\xa9"'), ("$HOME", '"$HOME"')])
+def test_a_redis_config_string_escapes_quotes_backslashes_and_non_ascii_bytes(value, written):
+    assert render.redis_config_string(value) == written
 
 
 def test_logs_rotate(env, compose):
@@ -191,9 +255,10 @@ def test_resources_come_from_the_inventory(env, compose):
 # -- Caddy --------------------------------------------------------------------------------------
 
 
-def test_one_site_per_domain(env, caddy):
-    sites = [c.words[0] for c in caddy.children if c.words and not c.name.startswith("(")]
-    assert sorted(sites) == sorted([env.domains.app, env.domains.api, env.domains.flower])
+def test_one_site_per_domain_its_redirect_and_a_404_for_other_names(env, caddy):
+    sites = [c.words[0] for c in caddy.children[1:] if c.words and not c.name.startswith("(")]
+    domains = [env.domains.app, env.domains.api, env.domains.flower]
+    assert sorted(sites) == sorted(domains + [f"http://{d}" for d in domains] + ["http://", "https://"])
 
 
 def test_the_api_streams_unbuffered_with_the_inventory_read_timeout(env, caddy):
@@ -216,11 +281,104 @@ def test_the_app_domain_goes_to_the_frontend(env, caddy):
     assert caddyfile.site(caddy, env.domains.app).find("reverse_proxy").words == ["reverse_proxy", "frontend:3000"]
 
 
+def _snippet(caddy, name):
+    return next(c for c in caddy.children if c.name == f"({name})")
+
+
+def _block(caddy, address):
+    return next(c for c in caddy.children if c.words == [address])
+
+
+def _imported_csp(caddy, address) -> str:
+    """The Content-Security-Policy a site block hands to `import headers`."""
+    imports = [c.words for c in _block(caddy, address).children if c.words[:2] == ["import", "headers"]]
+    assert len(imports) == 1, imports
+    return imports[0][2]
+
+
 def test_security_headers_and_no_server_banner(env, caddy):
+    header = _snippet(caddy, "security_headers").find("header")
+    names = {c.words[0]: c.words[1:] for c in header.children}
+    assert {"-Server", "-Via", "-X-Powered-By"} <= set(names)
+    assert names["X-Content-Type-Options"] == ["nosniff"] and names["X-Frame-Options"] == ["DENY"]
+    assert names["Referrer-Policy"] == ["strict-origin-when-cross-origin"]
+    assert names["Content-Security-Policy"] == ["{args[0]}"]
+    assert ("Strict-Transport-Security" in names) == env.tls.is_acme
+
+
+def test_caddys_own_answers_go_through_the_same_headers(caddy):
+    """basic_auth's 401 and a 502 skip the site's handlers: handle_errors answers them again
+    through the same header block, with the status of the error."""
+    headers = _snippet(caddy, "headers")
+    assert [c.words for c in headers.children if c.name == "import"] == [["import", "security_headers", "{args[0]}"]]
+    errors = headers.find("handle_errors")
+    assert [c.words for c in errors.children] == [["import", "security_headers", "{args[0]}"],
+                                                  ["respond", "{err.status_code} {err.status_text}", "{err.status_code}"]]
+
+
+def test_every_site_redirect_and_catch_all_sends_its_csp(env, caddy):
+    for role, domain in env.domains.items():
+        want = dict(env.csp.items())[role]
+        assert _imported_csp(caddy, domain) == _imported_csp(caddy, f"http://{domain}") == want, role
+    assert _imported_csp(caddy, "http://") == _imported_csp(caddy, "https://") == render.CSP_UNKNOWN_HOST
+
+
+def test_http_is_redirected_by_explicit_sites(env, caddy):
+    """Caddy's automatic redirects come from a server that skips every site's headers."""
     for domain in (env.domains.app, env.domains.api, env.domains.flower):
-        header = [w[0] for w in (c.words for c in caddyfile.site(caddy, domain).find("header").children)]
-        assert {"-Server", "X-Content-Type-Options", "X-Frame-Options"} <= set(header)
-        assert ("Strict-Transport-Security" in header) == env.tls.is_acme
+        assert _block(caddy, f"http://{domain}").find("redir").words == ["redir", "https://{host}{uri}", "308"]
+    for address in ("http://", "https://"):
+        assert _block(caddy, address).find("respond").words == ["respond", "404"]
+
+
+def test_the_logs_drop_every_credential_field(caddy):
+    fields = caddy.children[0].find("log", "format")
+    assert fields.words == ["format", "filter"]
+    assert [c.words for c in fields.children] == [[f, "delete"] for f in render.CADDY_LOG_DROPPED]
+    assert {"request>headers>X-Api-Key", "request>headers>Authorization", "request>headers>Cookie",
+            "resp_headers>Set-Cookie"} <= set(render.CADDY_LOG_DROPPED)
+
+
+def test_the_csp_defaults(make_env):
+    env = make_env("production")
+    assert env.csp.api == "default-src 'none'; frame-ancestors 'none'"
+    for role in ("app", "flower"):
+        policy = dict(env.csp.items())[role]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+        assert "script-src 'self' 'unsafe-inline'" in policy  # Next's and Flower's inline scripts
+
+
+def test_the_inventorys_csp_reaches_its_site(make_env):
+    policy = "default-src 'none'; frame-ancestors 'none'; report-uri /csp"
+    env = make_env("production", lambda raw: raw["defaults"].update(csp={"api": policy}))
+    caddy = caddyfile.parse(render.caddyfile(env).decode())
+    assert _imported_csp(caddy, env.domains.api) == _imported_csp(caddy, f"http://{env.domains.api}") == policy
+    assert _imported_csp(caddy, env.domains.app) == env.csp.app == DEFAULT_CSP["app"]
+
+
+@pytest.mark.parametrize("policy, message", [
+    ('default-src "self"', "double quote"),
+    ("default-src 'self'\nframe-ancestors 'none'", "newline"),
+    ("default-src 'self'; img-src {http.request.host}", "placeholder"),
+    ("default-src 'self', script-src 'none'", "second policy"),
+    ("default-src 'self' \\", "backslash"),
+    ("default-src `x`", "backtick"),
+    ("default-src 'self'; 1x y", "not a CSP directive"),
+    ("", "expected a Content-Security-Policy"),
+    (["default-src 'self'"], "expected a Content-Security-Policy"),
+    ("img-src \u00e9", "non-ASCII"),
+])
+def test_a_csp_that_would_break_the_caddyfile_is_refused_by_name(make_env, policy, message):
+    with pytest.raises(InventoryError) as info:
+        make_env("production", lambda raw: raw["environments"]["production"].update(csp={"flower": policy}))
+    assert [p for p in info.value.problems if p.startswith("environments.production.csp.flower: ") and message in p], \
+        info.value.problems
+
+
+def test_an_unknown_csp_site_is_refused(make_env):
+    with pytest.raises(InventoryError) as info:
+        make_env("local", lambda raw: raw["defaults"].update(csp={"www": "default-src 'self'"}))
+    assert any(p.startswith("defaults.csp.www: unknown key (expected one of: api, app, flower)") for p in info.value.problems)
 
 
 def test_tls_is_acme_with_an_email_or_internal(env, caddy):
@@ -279,5 +437,15 @@ def test_diff_shows_config_changes_and_hides_secret_values(make_env, secrets_env
                        environ=dict(secrets_env, OPSKIT_API_KEY="new-key-value"))
     text = render.diff(render.render(changed), release_folder.read(old))
     assert "-\t\t\tread_timeout 600s" in text and "+\t\t\tread_timeout 900s" in text
-    assert "~ env/api.env: API_KEY changed (values not shown)" in text
+    assert "~ secrets/api_key: changed (value not shown)" in text
+    assert "~ secrets/app_secret_key" not in text
+
+
+def test_diff_against_a_release_of_env_files_names_files_and_never_values(make_env):
+    """A server still on a release from before secret files: its env files are secret too."""
+    release = render.render(make_env("production"))
+    old = {"env/api.env": b'API_KEY="test-api_key-value"\n', "docker-compose.yml": b"name: x\n"}
+    text = render.diff(release, old)
+    assert "- env/api.env: removed\n" in text and "+ secrets/api_key: new secret file (value not shown)\n" in text
+    assert "test-api_key-value" not in text
     assert "new-key-value" not in text and "test-api_key-value" not in text

@@ -42,17 +42,16 @@ def test_every_marker_has_a_test_module():
     assert {f"test_{m}" for m in smoke.MARKERS} <= modules
 
 
-def test_expected_services_and_env_files(make_env):
+def test_expected_services(make_env):
     env = make_env("local")
     assert smoke.expected_services(env) == ("api", "beat", "flower", "frontend", "worker", "postgres", "redis", "caddy")
-    assert "caddy" not in smoke.env_file_services(env)
 
 
-def test_env_file_services_match_what_render_writes(make_env):
+def test_secret_files_match_what_render_writes(make_env):
     env = make_env("local")
     release = render.render(env)
-    written = {p[len("env/"):-len(".env")] for p in release.files if p.startswith("env/")}
-    assert written == set(smoke.env_file_services(env))
+    written = {p[len("secrets/"):] for p in release.files if p.startswith("secrets/")}
+    assert written == set(smoke.secret_files(env))
 
 
 def test_the_clock_skew_limit_comes_from_the_inventory(make_env):

@@ -27,7 +27,8 @@ def test_render_writes_the_release_when_secrets_are_given(tmp_path, secrets_env)
     out = tmp_path / "release"
     done = invoke("render", "-e", "production", "--out", str(out), env=secrets_env)
     assert done.returncode == 0, done.stderr
-    assert (out / "docker-compose.yml").is_file() and oct((out / "env/api.env").stat().st_mode)[-3:] == "600"
+    assert (out / "docker-compose.yml").is_file() and oct((out / "secrets/api_key").stat().st_mode)[-3:] == "444"
+    assert oct((out / "secrets").stat().st_mode)[-3:] == "700"
     assert all(value not in done.stdout + done.stderr for value in secrets_env.values())
 
 

@@ -1,10 +1,9 @@
-"""The rules that let a value reach its destination unchanged, or refuse it by name: the env-file
-and Compose encodings, and the validators of secrets, server paths, emails, commands and Postgres
+"""The rules that let a value reach its destination unchanged, or refuse it by name: the Redis
+config and Compose encodings, and the validators of secrets, server paths, emails, commands and Postgres
 names. Fast and offline; tests/integration/test_values_arrive.py checks the same on the real parsers."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import pytest
@@ -19,65 +18,40 @@ from opskit.secrets import Secret
 utf8_text = st.text(st.characters(codec="utf-8"))
 
 
-# -- env files: compose-go's double-quoted values ---------------------------------------------------
+# -- secret files: Redis's config strings -----------------------------------------------------------
 
 
-def dotenv_double_quoted(src: str) -> str:
-    """A model of compose-go's dotenv parser for `"..."` (dotenv/parser.go extractVarValue,
-    expandEscapes; template.Substitute for `$$`), enough to check our encoding offline."""
+def redis_config_arg(src: str) -> bytes:
+    """A model of Redis's config-line splitter (sdssplitargs, src/sds.c) for one double-quoted
+    argument, enough to check our encoding offline (tests/integration/test_secret_files.py runs
+    the real redis-server)."""
     assert src[0] == '"'
-    chars, escaped, i = [], False, 1
-    while src[i] != '"' or escaped:
+    out, i = bytearray(), 1
+    while True:
         c = src[i]
-        if c == '"':
-            chars.append(c)
-            escaped = False
-        elif escaped:
-            chars += ["\\", c]
-            escaped = False
+        if c == "\\" and src[i + 1] == "x" and all(h in "0123456789abcdefABCDEF" for h in src[i + 2:i + 4]):
+            out.append(int(src[i + 2:i + 4], 16))
+            i += 4
         elif c == "\\":
-            escaped = True
+            out += {"n": b"\n", "r": b"\r", "t": b"\t", "b": b"\b", "a": b"\a"}.get(src[i + 1], src[i + 1].encode())
+            i += 2
+        elif c == '"':
+            assert i == len(src) - 1, "the argument ends at its closing quote"
+            return bytes(out)
         else:
-            chars.append(c)
-        i += 1
-    assert i == len(src) - 1, "the value ends at its closing quote"
-    table = {"a": "\a", "b": "\b", "c": "\\c", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "$": "$$",
-             '"': '"', "\\": "\\"}
-    expanded = re.sub(r'\\([abcfnrtv$"\\])', lambda m: table[m.group(1)], "".join(chars))
-    return re.sub(r"\$\$", "$", expanded)
-
-
-@pytest.mark.parametrize("value, written", [
-    ("key\\", '"key\\\\"'),
-    ("$HOME ${X}", '"\\$HOME \\${X}"'),
-    ("it's \"quoted\"", '"it\'s \\"quoted\\""'),
-    ("a # b", '"a # b"'),
-    ("two\nlines\r", '"two\\nlines\\r"'),
-])
-def test_env_values_are_double_quoted_with_four_escapes(value, written):
-    assert render.env_value(value) == written
-    assert dotenv_double_quoted(written) == value
+            out += c.encode()
+            i += 1
 
 
 @settings(max_examples=300, deadline=None)
-@given(utf8_text.filter(lambda s: "\0" not in s))
+@given(st.text(st.characters(codec="utf-8", exclude_characters="\0"), min_size=1))
+@example('\\x41"')
 @example("\\")
-@example('\\"')
-@example("\\$$")
-def test_every_env_value_reads_back_as_written(value):
-    assert dotenv_double_quoted(render.env_value(value)) == value
-
-
-@pytest.mark.parametrize("value", ["nul\0byte", "\ud800"])
-def test_nul_and_non_utf8_cannot_be_written_to_an_env_file(value):
-    with pytest.raises(ValueError, match="NUL or is not valid UTF-8"):
-        render.env_value(value)
-
-
-def test_a_render_error_about_an_env_value_names_the_key_not_the_value():
-    with pytest.raises(RenderError) as info:
-        render._env_file("api", [("API_KEY", "hidden\0value")])
-    assert "API_KEY" in str(info.value) and "hidden" not in str(info.value)
+@example("ends in a backslash\\")
+def test_every_redis_password_reads_back_from_its_config_line_as_written(value):
+    written = render.redis_config_string(value)
+    assert all(" " <= c <= "~" for c in written)  # one line, whatever the value holds
+    assert redis_config_arg(written) == value.encode()
 
 
 # -- the compose file: $ doubled, the rest escaped ----------------------------------------------------
