@@ -19,9 +19,10 @@ import shlex
 import time
 from dataclasses import dataclass, field
 
-from . import db, facts as facts_of, images, lock, prisma, render
+from . import db, facts as facts_of, hardening, images, lock, prisma, render
 from .errors import ConnectionFailed, ConnectionLost, DeployRefused, StepFailed
 from .layout import Layout, compose_argv as compose
+from .render import ACME_CA_ROOT_FILE
 from .lock import LOCK_HELD  # noqa: F401  (the lock step's exit code, named where deploys are)
 from .secrets import Secret
 from .steps import SERVER, Phase, Plan, Run, ShipImage, WriteFile
@@ -89,7 +90,8 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
              Run("start postgres and redis", compose(folder, "up", "-d", "--wait", "--wait-timeout", "180",
                                                      "postgres", "redis"), on=SERVER, stream=True, timeout=240),
              db.roles_step(env, folder), db.migrate_step(env, folder), phase=Phase.CONFIG)
-    plan.add(Run("start every service and wait until healthy",
+    plan.add(hand_caddy_volumes(env.project, release.images["caddy"]),
+             Run("start every service and wait until healthy",
                  compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
                  on=SERVER, stream=True, timeout=360),
              reload_caddy(folder), phase=Phase.START)
@@ -162,13 +164,33 @@ def install_config(layout: Layout, release_id: str) -> Run:
     rel = shlex.quote(layout.release(release_id))
     caddy, init, secrets = (shlex.quote(p) for p in (layout.caddy, layout.postgres_init, layout.secrets))
     script = (f"set -e; mkdir -p {caddy} {init}; mkdir -p -m 0700 {secrets}; chmod 0700 {secrets}; "
-              f"cp {rel}/Caddyfile {caddy}/.Caddyfile.new && mv -f {caddy}/.Caddyfile.new {caddy}/Caddyfile; "
+              # Caddy reads as its own user, whatever the deploy user's umask
+              f"chmod 0755 {caddy}; cp {rel}/Caddyfile {caddy}/.Caddyfile.new && chmod 0644 {caddy}/.Caddyfile.new && "
+              f"mv -f {caddy}/.Caddyfile.new {caddy}/Caddyfile; "
               f"cp -p {rel}/postgres-init/* {init}/; "
+              # the ACME server's root (tls.acme_ca_root), read by Caddy's user beside the Caddyfile
+              f"if [ -f {rel}/{ACME_CA_ROOT_FILE} ]; then cp {rel}/{ACME_CA_ROOT_FILE} {caddy}/.acme.new && "
+              f"chmod 0644 {caddy}/.acme.new && mv -f {caddy}/.acme.new {caddy}/{ACME_CA_ROOT_FILE}; fi; "
               # a release from before secret files has none (its containers read env files)
               f"for f in {rel}/secrets/*; do [ -e \"$f\" ] || continue; n=${{f##*/}}; "
               f"cp -p \"$f\" {secrets}/.\"$n\".new; "
               f"mv -f {secrets}/.\"$n\".new {secrets}/\"$n\"; done")
     return Run(f"install the config of {release_id}", ["sh", "-c", script], on=SERVER)
+
+
+def hand_caddy_volumes(project: str, image: str) -> Run:
+    """Caddy runs as its own user (hardening.CADDY_USER); a release before that ran it as root, whose
+    files in caddy_data (certificates, keys, the local CA) it could no longer read. Root in a throw-away
+    container, with only the capabilities to walk Caddy's 0700 folders and change owners, hands over
+    what is not the user's yet: nothing on a new server or a second run."""
+    uid = hardening.CADDY_USER
+    volumes = " ".join(shlex.quote(f"{project}_{v}") for v in ("caddy_data", "caddy_config"))
+    script = (f"set -e; for v in {volumes}; do docker volume inspect \"$v\" >/dev/null 2>&1 || continue; "
+              "docker run --rm --network none --user 0:0 --cap-drop ALL --cap-add CHOWN --cap-add DAC_READ_SEARCH "
+              f"--security-opt no-new-privileges:true --read-only --entrypoint find -v \"$v\":/v {shlex.quote(image)} "
+              f"/v ! -user {uid.split(':')[0]} -print -exec chown -h {uid} {{}} +; done")
+    return Run("hand Caddy's volumes to its user (files a root Caddy wrote before)", ["sh", "-c", script],
+               on=SERVER, timeout=180)
 
 
 def reload_caddy(folder: str) -> Run:

@@ -113,6 +113,8 @@ def render(env: Environment, templates: Path = ROOT) -> Release:
     compose = hardening.apply(_compose_context(env, release))
     release.files["docker-compose.yml"] = File(_template(jinja, "compose/docker-compose.yml.j2", compose))
     release.files["Caddyfile"] = File(caddyfile(env, templates))
+    if env.tls and env.tls.acme_ca_root_pem:
+        release.files[ACME_CA_ROOT_FILE] = File(env.tls.acme_ca_root_pem.encode())
     for name, value in sorted(_secret_files(env).items()):
         release.files[f"{SECRETS_DIR}/{name}"] = File(value.encode(), SECRET_FILE_MODE, secret=True)
     release.files["postgres-init/10-roles.sh"] = File((templates / "postgres-init/10-roles.sh").read_bytes(), 0o755)

@@ -21,8 +21,6 @@ from opskit.facts.release import secrets_in
 
 pytestmark = pytest.mark.e2e
 
-SUITE_BUDGET_S = 15.0
-
 
 @dataclass
 class Case:
@@ -120,18 +118,19 @@ def test_smoke_suite_green_on_the_deployed_vps(live, tmp_path):
     assert run.returncode == 0, run.explain()
     assert len(run.cases) >= 50, f"only {len(run.cases)} checks ran"
     assert "all " in run.output and "checks passed on local" in run.output
+    # its time is reported, not asserted: speed is the benchmark's to measure, never a timed test
     print(f"smoke suite: {len(run.cases)} checks in {run.seconds:.1f}s (process wall time)")
-    assert run.seconds < SUITE_BUDGET_S, f"the suite took {run.seconds:.1f}s (budget {SUITE_BUDGET_S:g}s)"
     assert_no_secret_leaked(run, live.env)
 
 
 def test_smoke_summary_names_the_failure_and_the_command_to_see_more(live, tmp_path):
-    path = f"{live.path}/env/worker.env"
+    path = f"{live.path}/secrets/api_key"
     with broken(live, lambda: live.run(["chmod", "0644", path]),
-                lambda: live.run(["chmod", "0600", path])):
+                lambda: live.run(["chmod", "0444", path])):
         run = run_smoke(tmp_path, "-m", "files")
     summary = run.output.split("opskit smoke", 1)[-1]
-    assert "FAIL test_env_file_mode_0600[worker]" in summary and "more: ls -l" in summary, run.output[-2000:]
+    assert "FAIL test_secret_file_mode_0444_and_owned_by_deploy_user[api_key]" in summary \
+        and "more: ls -l" in summary, run.output[-2000:]
     assert smoke.rerun_hint("local") in summary
 
 
@@ -271,14 +270,15 @@ def test_container_on_an_old_image_is_caught(live, tmp_path):
     assert_passed(run_smoke(tmp_path, *only("test_service_runs_release_image")), "test_service_runs_release_image[worker]")
 
 
-def test_env_file_mode_0644_is_caught(live, tmp_path):
+def test_secret_file_mode_0644_is_caught(live, tmp_path):
     d = live
-    path = f"{d.path}/env/worker.env"
-    with broken(d, lambda: d.run(["chmod", "0644", path]), lambda: d.run(["chmod", "0600", path])):
+    path = f"{d.path}/secrets/redis_password"
+    test = "test_secret_file_mode_0444_and_owned_by_deploy_user[redis_password]"
+    with broken(d, lambda: d.run(["chmod", "0644", path]), lambda: d.run(["chmod", "0444", path])):
         run = run_smoke(tmp_path, "-m", "files")
-    assert_caught(run, "test_env_file_mode_0600[worker]", "worker.env", "0644")
+    assert_caught(run, test, "redis_password", "0644")
     assert_no_secret_leaked(run, d.env)
-    assert_passed(run_smoke(tmp_path, *only("test_env_file_mode_0600")), "test_env_file_mode_0600[worker]")
+    assert_passed(run_smoke(tmp_path, *only("test_secret_file_mode_0444_and_owned_by_deploy_user")), test)
 
 
 def test_event_loop_closed_in_worker_log_is_caught(live, tmp_path):
