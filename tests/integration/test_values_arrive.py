@@ -332,7 +332,8 @@ def test_caddyfile_values_arrive_unchanged_or_are_refused(base, case):
     path.write_bytes(render.caddyfile(env))
     caddy = caddy_adapt(path)
     hosts = [h for match in found(caddy, "host") for h in match]
-    assert sorted(hosts) == sorted(domains)
+    # each domain is matched by several routes (its site, its http:// redirect, their error routes)
+    assert set(hosts) == set(domains)
     assert {i["email"] for issuers in found(caddy, "issuers") for i in issuers} == {email}
     [account] = [a for accounts in found(caddy, "accounts") for a in accounts]
     assert account["username"] == user
