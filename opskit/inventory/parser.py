@@ -417,6 +417,9 @@ def _csp(value) -> str:
             raise ValueError(f"holds {why}; remove it")
     if any(not 0x20 <= ord(c) <= 0x7E for c in value):
         raise ValueError(f"{values.shown(value)} holds a newline, a tab or a non-ASCII character; {fix}")
+    if value != value.strip():
+        # HTTP drops a header value's outer spaces: the browser would get another text than this one
+        raise ValueError(f"{values.shown(value)} starts or ends with a space; remove it")
     directives = [d.strip() for d in value.split(";") if d.strip()]
     bad = [d for d in directives if not _CSP_DIRECTIVE.match(" ".join(d.split()))]
     if not directives or bad:
