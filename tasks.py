@@ -201,13 +201,14 @@ def rollback(c, env="local", to=None, dry_run=False, yes=False):
 @task(help={"env": ENV_HELP})
 @reports_errors
 def status(c, env="local"):
-    """Current release, and each service's state, health and age."""
+    """Current release, each service's state, health and age, and (ACME) certificates Caddy could not get."""
     from opskit import status as st
 
     environment = inventory.load(env, path=INVENTORY, with_secrets=False)
+    with_acme = environment.tls.is_acme
     with Connection(environment.ssh) as conn:
-        done = conn.run(st.status_argv(environment.remote_dir, environment.project), timeout=60)
-    print(st.table(*st.parse_status(done.stdout.decode(errors="replace"))))
+        done = conn.run(st.status_argv(environment.remote_dir, environment.project, with_acme), timeout=60)
+    print(st.table(st.parse_status(done.stdout.decode(errors="replace"), with_acme)))
 
 
 @task(help={"env": ENV_HELP, "since": "only logs newer than this (e.g. 10m, 2h)",

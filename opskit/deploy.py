@@ -185,10 +185,12 @@ def hand_caddy_volumes(project: str, image: str) -> Run:
     what is not the user's yet: nothing on a new server or a second run."""
     uid = hardening.CADDY_USER
     volumes = " ".join(shlex.quote(f"{project}_{v}") for v in ("caddy_data", "caddy_config"))
-    script = (f"set -e; for v in {volumes}; do docker volume inspect \"$v\" >/dev/null 2>&1 || continue; "
+    # one container for the volumes that exist (names are Compose's: no blank, no glob)
+    script = (f"set -e; mounts=; paths=; for v in {volumes}; do docker volume inspect \"$v\" >/dev/null 2>&1 && "
+              "mounts=\"$mounts -v $v:/v/$v\" && paths=\"$paths /v/$v\"; done; [ -n \"$mounts\" ] || exit 0; "
               "docker run --rm --network none --user 0:0 --cap-drop ALL --cap-add CHOWN --cap-add DAC_READ_SEARCH "
-              f"--security-opt no-new-privileges:true --read-only --entrypoint find -v \"$v\":/v {shlex.quote(image)} "
-              f"/v ! -user {uid.split(':')[0]} -print -exec chown -h {uid} {{}} +; done")
+              f"--security-opt no-new-privileges:true --read-only --entrypoint find $mounts {shlex.quote(image)} "
+              f"$paths ! -user {uid.split(':')[0]} -print -exec chown -h {uid} {{}} +")
     return Run("hand Caddy's volumes to its user (files a root Caddy wrote before)", ["sh", "-c", script],
                on=SERVER, timeout=180)
 

@@ -67,5 +67,10 @@ def failures(project: str) -> Fact:
     return script("acme.sh", *project_filter(project, "caddy"), parse=certificate_failures, name="acme")
 
 
+def obtained(project: str) -> Fact:
+    """The fact: the domains Caddy's log shows getting (or renewing) a certificate."""
+    return script("acme.sh", *project_filter(project, "caddy"), parse=certificates_obtained, name="acme")
+
+
 def gather(connection, project: str, more: str = "") -> dict[str, str]:
     return read(connection, failures(project), what="Caddy's ACME log lines", more=more, timeout=60)

@@ -10,15 +10,13 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.test_smoke_catches import (_caddy_reload_with, _caddy_restore, assert_caught, assert_no_secret_leaked,
-                                          assert_passed, broken, only, run_smoke)
+                                          assert_passed, broken, only, psql, run_smoke)
 
 pytestmark = pytest.mark.e2e
 
 
 def _as_superuser(d, sql: str):
-    pg = d.env.postgres
-    d.run(["docker", "exec", "-i", d.container("postgres"), "psql", "-X", "-v", "ON_ERROR_STOP=1",
-           "-U", pg.superuser_role, "-d", pg.database, "-c", sql])
+    psql(d, sql, role=d.env.postgres.superuser_role)
 
 
 def _recreate(d, service: str):

@@ -5,6 +5,7 @@ reads its JUnit XML, then restores the state and checks that the same checks pas
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -43,13 +44,16 @@ class SmokeRun:
         return f"pytest exit {self.returncode}; failed: {self.failed()}\n{self.output[-3000:]}"
 
 
-def run_smoke(tmp_path, *extra) -> SmokeRun:
+def run_smoke(tmp_path, *extra, env_name: str = "local", environ: dict | None = None) -> SmokeRun:
+    """The suite against `env_name` in a subprocess, as `invoke smoke` runs it (`environ` added
+    to this process's environment)."""
     junit = tmp_path / f"smoke-{time.monotonic_ns()}.xml"
     # no cache: these runs must not replace the `--lf` list of the operator's own last run
-    argv = [sys.executable, "-m", "pytest", *smoke.pytest_args("local", junit=junit,
+    argv = [sys.executable, "-m", "pytest", *smoke.pytest_args(env_name, junit=junit,
                                                                extra=("-p", "no:cacheprovider", *extra))]
     started = time.monotonic()
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(environ or {})})
     seconds = time.monotonic() - started
     xml = junit.read_text() if junit.exists() else ""
     cases = {}
@@ -221,18 +225,19 @@ def test_caddy_read_timeout_below_the_heartbeat_cuts_the_sse_client(live, tmp_pa
     assert_passed(run_smoke(tmp_path, *only(*tests)), *tests)
 
 
-def _psql(d, sql: str):
+def psql(d, sql: str, role: str | None = None):
+    """`sql` in the app database, as `role` (default: the admin role) over the container's socket."""
     pg = d.env.postgres
     d.run(["docker", "exec", "-i", d.container("postgres"), "psql", "-X", "-v", "ON_ERROR_STOP=1",
-           "-U", pg.admin_role, "-d", pg.database, "-c", sql])
+           "-U", role or pg.admin_role, "-d", pg.database, "-c", sql])
 
 
 def test_ui_role_given_create_is_caught(live, tmp_path):
     d = live
     ui = d.env.postgres.ui_role
     tests = ("test_ui_role_cannot_create_table", "test_ui_role_has_no_create_privilege")
-    with broken(d, lambda: _psql(d, f'GRANT CREATE ON SCHEMA public TO "{ui}"'),
-                lambda: _psql(d, f'REVOKE CREATE ON SCHEMA public FROM "{ui}"')):
+    with broken(d, lambda: psql(d, f'GRANT CREATE ON SCHEMA public TO "{ui}"'),
+                lambda: psql(d, f'REVOKE CREATE ON SCHEMA public FROM "{ui}"')):
         run = run_smoke(tmp_path, "-m", "postgres")
     assert_caught(run, "test_ui_role_cannot_create_table", ui, "could CREATE TABLE")
     assert_caught(run, "test_ui_role_has_no_create_privilege", ui, "CREATE on schema public")

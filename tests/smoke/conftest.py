@@ -26,7 +26,7 @@ from .server import Server
 #: fact fixture -> the server source it reads
 SOURCE_OF = {
     "host_facts": "host", "clock": "clock", "release": "release", "docker": "docker", "compose_plan": "plan",
-    "caddy": "caddy", "web": "caddy", "log_hits": "logs", "pg_admin": "pg_admin", "pg_ui": "pg_ui",
+    "caddy": "caddy", "web": "caddy", "acme_failures": "acme", "log_hits": "logs", "pg_admin": "pg_admin", "pg_ui": "pg_ui",
     "redis_facts": "redis", "probe": "probe", "sse": "sse", "sshd_auth": "sshd_auth", "provisioned": "provisioning",
 }
 _ENV = pytest.StashKey[object]()
@@ -129,7 +129,7 @@ def server(request, env, remote):
     needed = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
     srv.want_sse = "sse" in needed
     # the slow sources first: the SSE check holds a stream open for two heartbeats
-    order = ["sse", "probe", "docker", "caddy", "plan", "logs", "host", "release", "pg_admin", "pg_ui", "redis",
+    order = ["sse", "probe", "docker", "caddy", "acme", "plan", "logs", "host", "release", "pg_admin", "pg_ui", "redis",
              "clock", "sshd_auth"]
     srv.prefetch([s for s in order if s in {SOURCE_OF[f] for f in needed if f in SOURCE_OF}])
     yield srv
@@ -144,7 +144,7 @@ def _fact(name):
 
 
 # one session fixture per fact: host_facts, clock, release, docker, compose_plan, caddy, log_hits,
-# pg_admin, pg_ui, redis_facts, probe, sse, sshd_auth (`web` is built from caddy's, below)
+# pg_admin, pg_ui, redis_facts, probe, sse, sshd_auth, acme_failures (`web` is built from caddy's, below)
 for _name in SOURCE_OF:
     if _name != "web":
         globals()[_name] = _fact(_name)

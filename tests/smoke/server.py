@@ -14,7 +14,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from opskit import smoke
-from opskit.facts import caddy, docker, host, logs, postgres, read, redis, release
+from opskit.facts import acme, caddy, docker, host, logs, postgres, read, redis, release
 from opskit.facts.celery import ProbeSession, probe_argv
 from opskit.layout import Layout, compose_argv
 
@@ -89,6 +89,9 @@ class Server:
     def _gather_caddy(self) -> caddy.CaddyFacts:
         return caddy.gather(self.remote, self.env.project, not self.env.tls.is_acme,
                             more=self.compose_hint("logs", "--tail", "50", "caddy"))
+
+    def _gather_acme(self) -> dict:
+        return acme.gather(self.remote, self.env.project, more=self.compose_hint("logs", "caddy"))
 
     def _gather_logs(self) -> list:
         return logs.gather(self.remote, self.env.project, more=self.compose_hint("logs"))

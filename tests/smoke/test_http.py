@@ -1,6 +1,7 @@
 """Caddy and HTTPS, from outside as a browser sees them: a certificate per domain, the API key,
 Flower's basic auth, the Caddyfile's headers and the inventory's Content-Security-Policy on every
-answer (Caddy's own 401, redirects and 404s too), no Server banner; and the running proxy config:
+answer (Caddy's own 401, redirects and 404s too), no Server banner; with ACME, HSTS and no failed
+certificate attempt in Caddy's log; and the running proxy config:
 streaming unbuffered, the inventory's read timeout, logs that drop credentials, and an SSE stream
 that outlives two heartbeats and delivers an event a Celery task published."""
 
@@ -172,6 +173,20 @@ def test_hsts_enabled(site, web, env, server):
     value = resp.headers.get("strict-transport-security", "")
     assert "max-age=" in value, problem(f"https://{domain}: no Strict-Transport-Security header",
                                         f"curl -sI https://{domain}/")
+
+
+def test_acme_certificate_obtained(site, acme_failures, env, server):
+    """A certificate Caddy cannot get shows nowhere but in its log (the site answers TLS alerts, a
+    browser says only "not private"): its latest attempt for each domain must not have failed."""
+    role, domain = site
+    if not env.tls.is_acme:
+        pytest.skip(f"tls mode {env.tls.mode}: Caddy's local CA issues without ACME, nothing can fail to validate")
+    reason = acme_failures.get(domain)
+    ca = env.tls.acme_ca or "Let's Encrypt"
+    assert reason is None, problem(
+        f"{domain}: Caddy could not get its certificate from {ca}: {reason}\n"
+        f"(does {domain} resolve to this server, and are 80 and 443 open to the CA? `invoke status -e {env.name}` "
+        "lists every such domain)", f"{server.compose_hint('logs', 'caddy')} 2>&1 | grep -F tls.obtain")
 
 
 # -- who may do what -----------------------------------------------------------------------------------
