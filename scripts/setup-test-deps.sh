@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# System packages the integration tests need beyond the venv: PostgreSQL's server binaries
-# (tests/integration/pg_server.py runs a throw-away cluster on loopback with them).
-# Idempotent: when /usr/lib/postgresql/*/bin has a server it only says so and exits.
-# Installs Debian's `postgresql` without its default cluster, so no server is left running on 5432.
+# System packages the tests need beyond the venv:
+# - PostgreSQL's server binaries (tests/integration/pg_server.py runs a throw-away cluster on
+#   loopback with them): Debian's `postgresql` without its default cluster, so no server is left
+#   running on 5432;
+# - a real browser for the e2e tier (tests/e2e/test_browser_csp.py): Debian's `chromium`, its
+#   `chromium-driver`, and `certutil` (libnss3-tools) to make it trust the simulated VPS's local CA.
+# Idempotent: what is there already is only reported.
 set -euo pipefail
 
 log() { printf '[setup-test-deps] %s\n' "$*" >&2; }
@@ -18,6 +21,27 @@ have_server() {
   return 1
 }
 
+have_browser() {
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && command -v certutil >/dev/null 2>&1
+}
+
+install_browser() {
+  if have_browser; then
+    log "browser already here: $(chromium --version 2>/dev/null | head -n 1), chromedriver, certutil"
+    return 0
+  fi
+  if ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" != 0 ]; then
+    log "no chromium, chromedriver or certutil: install Debian's chromium, chromium-driver and libnss3-tools (as root)"
+    exit 1
+  fi
+  log "installing chromium, chromium-driver, libnss3-tools"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+    libnss3-tools fonts-dejavu-core >/dev/null
+  have_browser || { log "apt-get ran but chromium, chromedriver or certutil is still missing"; exit 1; }
+}
+
+install_browser
 if found=$(have_server); then
   log "PostgreSQL server binaries already here: $found ($("$found/postgres" --version)); nothing to do"
   exit 0
