@@ -67,6 +67,10 @@ KIT = (
     KitImage("vps", "opskit/vps:bookworm", "base"),
     # a test tool, not a stand-in: Let's Encrypt's test CA for the ACME tests (tests/integration/test_acme_pebble.py)
     KitImage("pebble", "opskit/pebble:2", "base"),
+    # backups: restic 0.14 (Debian's) as the server runs it, and an SFTP target standing in for a
+    # Hetzner Storage Box (tests/integration/test_backup_restic.py)
+    KitImage("restic", "opskit/restic:0.14", "base"),
+    KitImage("sftp", "opskit/sftp:bookworm", "base"),
 )
 BY_NAME = {image.name: image for image in KIT}
 TAGS = {image.name: image.tag for image in KIT}
