@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from opskit import ROOT, inventory
+from opskit import ROOT, deploy, inventory
+from opskit.runner import Runner
 from opskit.sim import vps
 from opskit.sim.vps_config import VpsConfig
 from tests.e2e.live import CADDY_ROOT_CERT
@@ -109,3 +110,22 @@ def test_a_server_deployed_by_the_previous_release_is_upgraded_in_place(vps_sess
     assert_no_secret_leaked(run, d.env)
     print(f"\nupgrade: previous release deployed from nothing in {old_seconds:.0f}s, today's deployed over it "
           f"in {new_seconds:.0f}s; {len(before)} tables kept ({', '.join(f'{t}: {v.split()[0]} rows' for t, v in sorted(before.items()))})")
+
+    # and back across it: `invoke rollback` serves the previous release on the upgraded database (its
+    # apps log in as the admin role, now no superuser, which still owns every object), then today's again
+    upgraded = d.path.rsplit("/", 1)[-1]
+    now = tables(d, pg.superuser_role)  # the smoke suite's probe has written a run since `before`
+    started = time.monotonic()
+    back_to = deploy.rollback(d.env, d.connection, Runner(d.connection))
+    assert back_to != upgraded and d.path.rsplit("/", 1)[-1] == back_to
+    d.wait_healthy()
+    assert tables(d, pg.superuser_role) == now, "rows changed across the rollback"
+    status, _, body = d.https(d.env.domains.api, "/health")
+    assert status == 200, body[:300]
+    assert d.out(["docker", "exec", d.container("caddy"), "cat", CADDY_ROOT_CERT]) == old_ca
+    back_seconds = time.monotonic() - started
+    d.deploy(d.env)
+    assert d.path.rsplit("/", 1)[-1] == upgraded
+    run = run_smoke(tmp_path)
+    assert run.returncode == 0, run.explain()
+    print(f"rollback to the previous release in {back_seconds:.0f}s, green; today's again, green")
