@@ -49,6 +49,7 @@ class Settings:
     keep_daily: int = 7
     keep_weekly: int = 4
     keep_local: int = 2
+    keep_last: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "psql_prefix", tuple(self.psql_prefix))
@@ -104,8 +105,9 @@ def send_step(settings: Settings, stamp: str) -> Run:
 
 
 def forget_step(settings: Settings) -> Run:
-    args = restic.forget_args(settings.access, settings.keep_daily, settings.keep_weekly)
-    return Run(f"restic forget --prune (keep daily {settings.keep_daily}, weekly {settings.keep_weekly})",
+    args = restic.forget_args(settings.access, settings.keep_daily, settings.keep_weekly, settings.keep_last)
+    last = f"last {settings.keep_last}, " if settings.keep_last else ""
+    return Run(f"restic forget --prune (keep {last}daily {settings.keep_daily}, weekly {settings.keep_weekly})",
                restic.run_argv(settings.access, *args), on=SERVER, timeout=3600)
 
 

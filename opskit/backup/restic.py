@@ -158,11 +158,14 @@ def host_filter(access: Access) -> list[str]:
     return ["--host", access.host, "--path", SET_PATH]
 
 
-def forget_args(access: Access, keep_daily: int, keep_weekly: int) -> list[str]:
-    """restic's own retention over this stack's snapshots, and the prune that frees the space."""
-    if keep_daily < 1 or keep_weekly < 0:
-        raise ValueError("keep daily must be >= 1 and keep weekly >= 0")
-    return ["forget", "--host", access.host, "--group-by", "host,paths", "--keep-daily", str(keep_daily),
+def forget_args(access: Access, keep_daily: int, keep_weekly: int, keep_last: int = 0) -> list[str]:
+    """restic's own retention over this stack's snapshots, and the prune that frees the space.
+    `keep_last` keeps the newest N whatever their day: keep-daily alone keeps one per day, so a
+    deploy's pre-migration backup would go at the next backup of the same day."""
+    if keep_daily < 1 or keep_weekly < 0 or keep_last < 0:
+        raise ValueError("keep daily must be >= 1, keep weekly and keep last >= 0")
+    last = ["--keep-last", str(keep_last)] if keep_last else []
+    return ["forget", "--host", access.host, "--group-by", "host,paths", *last, "--keep-daily", str(keep_daily),
             "--keep-weekly", str(keep_weekly), "--prune"]
 
 

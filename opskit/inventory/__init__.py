@@ -18,7 +18,7 @@ from .model import (APP_SERVICES, LANGUAGES, OFFICIAL_IMAGES, SSE, TLS, Build, D
 from ..values import shown
 from . import yamlfile
 from .parser import Parser, Where, merge, unknown
-from .secrets import SECRET_NAMES, resolve_secrets  # noqa: F401
+from .secrets import BACKUP_SECRET_NAMES, SECRET_NAMES, backup_secret_names, resolve_secrets  # noqa: F401
 
 DEFAULT_PATH = ROOT / "inventory.yaml"
 
@@ -97,5 +97,6 @@ def parse(raw, environment: str, *, source: str = "inventory.yaml", base: Path =
     if problems:
         raise InventoryError(problems, source)
     if with_secrets:
-        env = replace(env, secrets=resolve_secrets(env.name, env.secret_refs, env.secrets_file, where, environ))
+        env = replace(env, secrets=resolve_secrets(env.name, env.secret_refs, env.secrets_file, where, environ,
+                                                   backup_secret_names(env.backup)))
     return env

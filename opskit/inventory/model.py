@@ -168,6 +168,26 @@ class Vps:
 
 
 @dataclass(frozen=True)
+class Backup:
+    """Where dumps go off the server and how long they stay (`backup:`); credentials are secrets
+    by reference (restic_password, restic_ssh_key, restic_known_hosts)."""
+
+    repository: str  # sftp:USER@HOST:/PATH, sftp://USER@HOST:PORT//PATH or s3:HOST/BUCKET/PATH
+    schedule: str = "*-*-* 03:15:00"  # systemd OnCalendar
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    keep_last: int = 10  # the newest N as well, whatever their day (a pre-migration backup among them)
+    keep_local: int = 2
+    max_age: values.Duration = values.Duration(26 * 3600 * 1000)  # the smoke check's limit
+    image: str = "opskit/restic:0.14"
+
+    @property
+    def kind(self) -> str:
+        """`s3` or `sftp`: which credentials the repository takes."""
+        return "s3" if self.repository.startswith("s3:") else "sftp"
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     ssh: Target
@@ -196,3 +216,4 @@ class Environment:
     secrets_file: Path | None = None
     generate_secrets: bool = False  # the simulated VPS only: `sim.secrets` fills the file
     csp: CSP = field(default_factory=CSP)  # per site; every default is in DEFAULT_CSP
+    backup: Backup | None = None  # no `backup:` section: no backups (and no backup secrets asked for)

@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 from .. import values
-from .model import (APP_SERVICES, CSP, DEFAULT_CSP, LANGUAGES, OFFICIAL_IMAGES, SSE, TLS, Build, Domains,
+from .model import (APP_SERVICES, CSP, DEFAULT_CSP, LANGUAGES, OFFICIAL_IMAGES, SSE, TLS, Backup, Build, Domains,
                     Environment, Logging, Postgres, Resources, Service, Smoke, Target, Vps, expand)
 from . import provisioning
-from .secrets import SECRET_NAMES
+from .secrets import BACKUP_SECRET_NAMES, SECRET_NAMES
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -59,7 +59,7 @@ class Parser:
         "host", "ssh", "remote_dir", "keep_releases", "project", "domains", "tls", "images",
         "ship_images", "registry", "builds", "services", "postgres", "sse", "beat_interval", "flower",
         "resources", "logging", "smoke", "secrets", "secrets_file", "generate_secrets", "vps", "provision",
-        "csp",
+        "csp", "backup",
     }
 
     def __init__(self, data: dict, where: Where, problems: list, base: Path, name: str):
@@ -137,10 +137,11 @@ class Parser:
             vps=self.vps(),
             provision=provisioning.parse(self, ssh.key_file if ssh else None),
             root=self.base,
-            secret_refs=self.section(("secrets",), set(SECRET_NAMES), required=False),
+            secret_refs=self.section(("secrets",), set(SECRET_NAMES) | set(BACKUP_SECRET_NAMES), required=False),
             secrets_file=self.typed(lambda v: expand(values.plain_text(v), self.base), "secrets_file", required=False),
             generate_secrets=self.boolean("generate_secrets"),
             csp=self.csp(),
+            backup=self.backup(),
         )
 
     def ssh(self) -> Target | None:
@@ -352,6 +353,44 @@ class Parser:
             max_restarts=self.typed(count, "smoke", "max_restarts", required=False, default=3),
             max_clock_skew=self.typed(values.duration, "smoke", "max_clock_skew", required=False,
                                       default=values.Duration(2000)),
+        )
+
+    def backup(self) -> Backup | None:
+        from ..backup import restic  # the repository URL is checked by the code that will use it
+
+        raw = self.section(("backup",), {"repository", "schedule", "keep", "keep_local", "max_age", "image"},
+                           required=False)
+        if not raw:
+            return None
+        self.section(("backup", "keep"), {"daily", "weekly", "last"}, required=False)
+
+        def repository(v):
+            try:
+                return restic.repository(values.plain_text(v)).url
+            except restic.RepositoryError as exc:  # it names the key itself; the path is added here
+                raise ValueError(str(exc).removeprefix("backup.repository: ")) from None
+
+        def calendar(v):
+            text = values.plain_text(v)
+            if not re.fullmatch(r"[A-Za-z0-9*:/,. ~-]{1,100}", text):
+                raise ValueError(f"expected a systemd calendar event such as `*-*-* 03:15:00` or `daily`, "
+                                 f"got {values.shown(v)}")
+            return text
+
+        defaults = Backup("")
+        return Backup(
+            repository=self.typed(repository, "backup", "repository"),
+            schedule=self.typed(calendar, "backup", "schedule", required=False, default=defaults.schedule),
+            keep_daily=self.typed(values.positive_int, "backup", "keep", "daily", required=False,
+                                  default=defaults.keep_daily),
+            keep_weekly=self.typed(values.positive_int, "backup", "keep", "weekly", required=False,
+                                   default=defaults.keep_weekly),
+            keep_last=self.typed(values.positive_int, "backup", "keep", "last", required=False,
+                                 default=defaults.keep_last),
+            keep_local=self.typed(values.positive_int, "backup", "keep_local", required=False,
+                                  default=defaults.keep_local),
+            max_age=self.typed(values.duration, "backup", "max_age", required=False, default=defaults.max_age),
+            image=self.typed(values.plain_text, "backup", "image", required=False, default=defaults.image),
         )
 
     def vps(self) -> Vps | None:

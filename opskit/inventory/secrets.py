@@ -26,18 +26,44 @@ SECRET_NAMES = {
 }
 
 
-def resolve_secrets(environment: str, refs: dict, file_path: Path | None, where, environ=None) -> dict[str, Secret]:
-    """Return {name: Secret} for every name in SECRET_NAMES, or raise SecretError naming each gap."""
+#: Asked for only when the environment has a `backup:` section: which ones, by the repository's kind.
+BACKUP_SECRET_NAMES = {
+    "restic_password": "the backup repository's password (restic encrypts every snapshot with it)",
+    "restic_ssh_key": "the private key that logs in to the SFTP backup target (a Storage Box sub-account)",
+    "restic_known_hosts": "the backup target's host key line, as `ssh-keyscan` printed it and you checked it",
+    "restic_s3_credentials": "the S3 repository's keys as an AWS shared credentials file "
+                             "([default], aws_access_key_id = ..., aws_secret_access_key = ...)",
+}
+_BACKUP_SECRETS_BY_KIND = {"sftp": ("restic_password", "restic_ssh_key", "restic_known_hosts"),
+                           "s3": ("restic_password", "restic_s3_credentials")}
+
+
+def backup_secret_names(backup) -> dict[str, str]:
+    """{name: what it is} of the secrets an environment's `backup:` section needs (none without one)."""
+    if backup is None:
+        return {}
+    return {name: BACKUP_SECRET_NAMES[name] for name in _BACKUP_SECRETS_BY_KIND[backup.kind]}
+
+
+#: secrets that are files of several lines (a key, known_hosts lines): read as text, never put in a config line
+MULTILINE = ("restic_ssh_key", "restic_known_hosts", "restic_s3_credentials")
+
+
+def resolve_secrets(environment: str, refs: dict, file_path: Path | None, where, environ=None,
+                    extra: dict | None = None) -> dict[str, Secret]:
+    """Return {name: Secret} for every name in SECRET_NAMES (and `extra`, such as
+    backup_secret_names(...)), or raise SecretError naming each gap."""
     environ = os.environ if environ is None else environ
     problems: list[str] = []
     file_values = _read_file(file_path, where, problems) if file_path else None
 
     out: dict[str, Secret] = {}
-    for name in SECRET_NAMES:
+    names = {**SECRET_NAMES, **(extra or {})}
+    for name in names:
         ref = refs.get(name)
         key = where("secrets", name)
         if ref is None:
-            problems.append(f"{where.env('secrets', name)}: is required ({SECRET_NAMES[name]}); "
+            problems.append(f"{where.env('secrets', name)}: is required ({names[name]}); "
                             f"give a reference such as env:OPSKIT_{name.upper()} or file:{name}")
             continue
         kind, _, ref_name = str(ref).partition(":")
@@ -50,7 +76,7 @@ def resolve_secrets(environment: str, refs: dict, file_path: Path | None, where,
             value = environ.get(ref_name)
             if not value:
                 problems.append(f"{key}: environment variable {ref_name} is not set "
-                                f"({SECRET_NAMES[name]}); export it, or use file:{name} with a secrets file")
+                                f"({names[name]}); export it, or use file:{name} with a secrets file")
                 continue
         elif kind == "file" and ref_name:
             if file_values is None:
@@ -60,14 +86,14 @@ def resolve_secrets(environment: str, refs: dict, file_path: Path | None, where,
                 continue
             value = file_values.get(ref_name)
             if not isinstance(value, str) or not value:
-                problems.append(f"{key}: key {values.shown(ref_name)} is missing from {file_path} ({SECRET_NAMES[name]})")
+                problems.append(f"{key}: key {values.shown(ref_name)} is missing from {file_path} ({names[name]})")
                 continue
         else:
             problems.append(f"{key}: {values.shown(ref)} is not a secret reference (expected env:VARIABLE or file:KEY; "
                             "never the secret itself)")
             continue
         try:
-            check_secret(name, value)
+            value = check_secret(name, value)
         except ValueError as exc:
             problems.append(f"{key}: the value {exc}")
             continue
@@ -80,6 +106,10 @@ def resolve_secrets(environment: str, refs: dict, file_path: Path | None, where,
 def check_secret(name: str, value) -> str:
     """The secret's value if every service can read it back byte for byte, else ValueError saying
     why (never quoting the value). Render checks again what it is given."""
+    if name in MULTILINE:
+        if not isinstance(value, str) or not value.strip() or "\0" in value:
+            raise ValueError("is empty or holds a NUL (expected the file's text)")
+        return value if value.endswith("\n") else value + "\n"  # ssh reads a key or known_hosts line to its newline
     return (values.bcrypt_password if name == "flower_password" else values.secret)(value)
 
 

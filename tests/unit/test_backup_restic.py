@@ -114,6 +114,7 @@ def test_a_relative_or_comma_path_is_never_mounted():
 def test_forget_applies_restics_own_policy_to_this_stack_only():
     assert restic.forget_args(access(), 7, 4) == ["forget", "--host", "jobagent", "--group-by", "host,paths",
                                                   "--keep-daily", "7", "--keep-weekly", "4", "--prune"]
+    assert restic.forget_args(access(), 7, 4, keep_last=10)[5:9] == ["--keep-last", "10", "--keep-daily", "7"]
     with pytest.raises(ValueError):
         restic.forget_args(access(), 0, 4)  # keep daily 0 would forget every snapshot
 
