@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from . import db, facts as facts_of, hardening, images, lock, prisma, render
 from .errors import ConnectionFailed, ConnectionLost, DeployRefused, StepFailed
 from .layout import Layout, compose_argv as compose
-from .render import ACME_CA_ROOT_FILE
+from .render import ACME_CA_ROOT_FILE, BACKUP_SCRIPT_FILE, backup_script
 from .lock import LOCK_HELD  # noqa: F401  (the lock step's exit code, named where deploys are)
 from .secrets import Secret
 from .steps import SERVER, Phase, Plan, Run, ShipImage, WriteFile
@@ -33,6 +33,7 @@ class Options:
     rebuild: bool = False
     break_lock: bool = False
     force: bool = False  # redeploy even when the release is already current
+    skip_backup: bool = False  # migrate without the backup that would come first (logged)
     holder: str = field(default_factory=lambda: lock.Holder().who)
     deploy_id: str = field(default_factory=lambda: lock.Holder().deploy_id)  # this run's, in its lock
 
@@ -89,7 +90,12 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
     plan.add(install_config(layout, release.id),
              Run("start postgres and redis", compose(folder, "up", "-d", "--wait", "--wait-timeout", "180",
                                                      "postgres", "redis"), on=SERVER, stream=True, timeout=240),
-             db.roles_step(env, folder), db.migrate_step(env, folder), phase=Phase.CONFIG)
+             db.roles_step(env, folder), phase=Phase.CONFIG)
+    if env.backup is not None:
+        plan.add(install_backup_script(layout, release.id), phase=Phase.CONFIG)
+        if not options.skip_backup:
+            plan.add(backup_before_migrating(env, folder), phase=Phase.CONFIG)
+    plan.add(db.migrate_step(env, folder), phase=Phase.CONFIG)
     plan.add(hand_caddy_volumes(env.project, release.images["caddy"]),
              Run("start every service and wait until healthy",
                  compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
@@ -101,12 +107,39 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
     return plan
 
 
+def install_backup_script(layout: Layout, release_id: str) -> Run:
+    """The timer's script, from the release, in place (0700): the next scheduled backup runs the
+    inventory's `backup:` as this release renders it."""
+    source, target = posixpath.join(layout.release(release_id), BACKUP_SCRIPT_FILE), layout.backup_script
+    return Run(f"install the scheduled backup's script {target}",
+               ["sh", "-c", 'set -e; umask 077; mkdir -p "${2%/*}"; cp "$1" "$2.new"; chmod 0700 "$2.new"; '
+                'mv -f "$2.new" "$2"', "opskit-backup-script", source, target], on=SERVER)
+
+
+def backup_before_migrating(env, folder: str) -> Run:
+    """One step: when the new image's Alembic would move the head (`alembic current` does not say
+    `(head)`), the whole backup, before `alembic upgrade head`; a failed backup fails the step, so
+    nothing migrates. At head it takes none, nor on a database with no schema yet (a first deploy,
+    or one after a lost disk, whose empty backup would become the `latest` to restore). The backup
+    runs psql through the new release's compose file: on a first deploy there is no `current` yet."""
+    at_head = shlex.join(compose(folder, "run", "--rm", "--no-deps", "-T", "api", "alembic", "current"))
+    # `alembic current` prints `REV (head)` at head and nothing on a database with no schema yet;
+    # when it fails, the backup is taken: only a sure answer skips it
+    guard = (f'if cur=$({at_head} 2>/dev/null); then\n'
+             '  case $cur in *"(head)"*) echo "no migration pending: no backup"; exit 0;; esac\n'
+             '  [ -n "$(printf %s "$cur" | tr -d "[:space:]")" ] || { echo "no schema yet: nothing to back up"; exit 0; }\n'
+             'fi\n')
+    return Run("backup before migrating (when the Alembic head moves)",
+               ["sh", "-c", guard + backup_script(env, folder)], on=SERVER, stream=True, timeout=4 * 3600)
+
+
 def move_images(env, release, facts) -> list:
     """Get every image of the release onto the server that it lacks: built images by the registry
     (when the inventory names one) or shipped over SSH; the official ones pulled, or shipped."""
     steps = []
     built = {info["image"] for info in release.builds.values()}
-    for image in sorted(set(release.images.values()) - facts.images):
+    wanted = set(release.images.values()) | ({env.backup.image} if env.backup else set())  # restic runs there
+    for image in sorted(wanted - facts.images):
         if image in built and env.registry:
             steps.append(Run(f"push {image}", ["docker", "push", image], stream=True, timeout=1800))
             steps.append(Run(f"pull {image} from the registry", ["docker", "pull", image], on=SERVER, stream=True,

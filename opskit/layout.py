@@ -67,6 +67,17 @@ class Layout:
         source up again at every container restart. Mode 0700, the deploy user's."""
         return posixpath.join(self.root, "secrets")
 
+    @property
+    def backups(self) -> str:
+        """The backup sets (`<stamp>/`: dump, sha256, manifest), mode 0700, beside the releases and
+        never inside one: a release folder is removed by a later deploy's prune."""
+        return posixpath.join(self.root, "backups")
+
+    @property
+    def backup_script(self) -> str:
+        """The script the scheduled backup runs (`opskit-backup.service`), written by the deploy."""
+        return posixpath.join(self.backups, "bin", "backup.sh")
+
     def shared(self) -> dict[str, str]:
         """The folders containers mount, by the name the templates use."""
         return {"caddy": self.caddy, "postgres_init": self.postgres_init, "secrets": self.secrets}

@@ -22,7 +22,7 @@ import jinja2
 from . import ROOT, hardening
 from .errors import RenderError
 from .inventory import Environment
-from .inventory.secrets import check_secret
+from .inventory.secrets import backup_secret_names, check_secret
 from .layout import Layout
 from .postgres import roles_script
 from .sources import context_digest, source_revision
@@ -44,6 +44,7 @@ PROXY_RETRY = "30s"
 # kind, `environment:` secrets copied with a mode, would need each value in Compose's own
 # environment at every `up`, and leaves it in the container's writable layer.
 SECRETS_DIR = "secrets"
+BACKUP_SCRIPT_FILE = "backup/backup.sh"  # what the backup timer runs (installed by the deploy)
 SECRETS_DIR_MODE = 0o700
 SECRET_FILE_MODE = 0o444
 SECRETS_MOUNT = "/run/secrets"
@@ -119,6 +120,8 @@ def render(env: Environment, templates: Path = ROOT) -> Release:
         release.files[f"{SECRETS_DIR}/{name}"] = File(value.encode(), SECRET_FILE_MODE, secret=True)
     release.files["postgres-init/10-roles.sh"] = File((templates / "postgres-init/10-roles.sh").read_bytes(), 0o755)
     release.files["postgres-init/roles.psql"] = File(roles_script(env.postgres).encode())
+    if env.backup is not None:
+        release.files[BACKUP_SCRIPT_FILE] = File(backup_script(env).encode(), 0o700)
     release.files["manifest.json"] = File(_manifest(env, release))
     return release
 
@@ -400,7 +403,19 @@ def _secret_files(env: Environment) -> dict[str, str]:
     files["celery_broker_url"] = f"{redis}/1"
     files["celery_result_backend"] = f"{redis}/2"
     files["redis_conf"] = f"requirepass {redis_config_string(sec['redis_password'])}\n"
+    # restic's: mounted by its own container only, never by a service
+    files.update((name, sec[name]) for name in backup_secret_names(env.backup))
     return files
+
+
+def backup_script(env: Environment, release_folder: str | None = None) -> str:
+    """The backup as one shell script (paths only, no secret): the timer's, and, given the new
+    release's folder, a deploy's before it migrates."""
+    from .backup import schedule, settings
+    from .backup.plan import backup_plan
+
+    plan = backup_plan(settings.settings(env, release_folder), schedule.STAMP_NOW, schedule.RELEASE_NOW)
+    return schedule.script(plan, env.remote_dir)
 
 
 def redis_config_string(value: str) -> str:

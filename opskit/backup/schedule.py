@@ -22,6 +22,11 @@ RELEASE_NOW = "opskit-release-at-run-time"
 UNIT = "opskit-backup"
 _CALENDAR = re.compile(r"^[A-Za-z0-9*:/,. ~-]{1,100}$")
 _DELIMITER = "OPSKIT_STDIN"
+LOCK_WAIT_S = 3600
+
+
+def lock_file(remote_dir: str) -> str:
+    return f"{Layout(remote_dir).backups}/.lock"
 
 
 class ScheduleError(ValueError):
@@ -36,6 +41,10 @@ def script(plan: Plan, remote_dir: str) -> str:
     lines = ["#!/bin/sh", f"# {UNIT}: made by opskit from the plan `{name}`;",
              "# the inventory's `backup:` section is the source: edit there, deploy, never here.",
              "set -eu",
+             # one backup at a time: the timer's and a deploy's pre-migration one wait for each other
+             f"mkdir -p {shlex.quote(Layout(remote_dir).backups)}",
+             f"exec 9>>{shlex.quote(lock_file(remote_dir))}",
+             f'flock -w {LOCK_WAIT_S} 9 || {{ echo "another backup held the lock for {LOCK_WAIT_S}s" >&2; exit 1; }}',
              "stamp=$(date -u +%Y%m%dT%H%M%SZ)",
              f"release=$(basename \"$(readlink {shlex.quote(current)})\" 2>/dev/null) || release=none",
              '[ -n "$release" ] || release=none',
