@@ -16,6 +16,7 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from opskit import ROOT, db, deploy as deploying, inventory, release_folder
+from opskit.backup import commands as backups, snapshots
 from opskit import render as rendering, smoke as smoking
 from opskit.sim import kit, vps
 from opskit.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_SMOKE_FAILED, OpskitError
@@ -139,10 +140,11 @@ def smoke(c, env="local", junit=None, k=None, m=None):
             "break_lock": "break a stale deploy lock (its holder stopped renewing its lease; a live one stays)",
             "force": "redeploy even when the release is already current",
             "smoke": "run the smoke suite after the deploy (default on; --no-smoke skips it)",
-            "json": "also write a JSON summary to this file", "yes": "do not ask for confirmation"})
+            "json": "also write a JSON summary to this file", "yes": "do not ask for confirmation",
+            "skip_backup": "migrate without the backup that comes first when the Alembic head moves (logged)"})
 @reports_errors
 def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, force=False, smoke=True, json=None,
-           yes=False):
+           yes=False, skip_backup=False):
     """Build (no cache), check, ship and start the stack; roles and migrations run before traffic moves."""
     environment = load_with_secrets(env, path=INVENTORY)
     release = rendering.render(environment)
@@ -151,7 +153,9 @@ def deploy(c, env="local", dry_run=False, rebuild=False, break_lock=False, force
         keep_copy(release, Path("build") / env)
     if not simulated_vps_ready(environment, dry_run):
         return
-    options = deploying.Options(rebuild=rebuild, break_lock=break_lock, force=force)
+    options = deploying.Options(rebuild=rebuild, break_lock=break_lock, force=force, skip_backup=skip_backup)
+    if skip_backup and environment.backup is not None:
+        print(f"--skip-backup: {env} migrates WITHOUT a backup first (asked for by {options.holder})", file=sys.stderr)
     with Connection(environment.ssh) as conn:
         runner = Runner(conn, dry_run=dry_run)
         outcome = deploying.deploy(environment, release, conn, runner, options, source_revision(ROOT))
@@ -257,6 +261,70 @@ def migrate(c, env="local"):
     _db_step(env, "db.migrate", db.migrate_step, db.migrate_result)
 
 
+@task(help={"env": ENV_HELP, "dry_run": "print the plan, change nothing",
+            "download": "also copy the set (dump, sha256, manifest) to this folder here, checked"})
+@reports_errors
+def backup(c, env="local", dry_run=False, download=None):
+    """Dump the database on the server (manifest, sha256), send it off the server with restic, apply retention."""
+    environment = load_with_secrets(env, path=INVENTORY)
+    with Connection(environment.ssh) as conn:
+        release = deploying.gather(environment, conn).current or "none"
+        backups.backup(environment, conn, Runner(conn, dry_run=dry_run), release, download)
+
+
+@task(name="backups", help={"env": ENV_HELP})
+@reports_errors
+def list_backups(c, env="local"):
+    """List the off-server backups: time, release, Alembic revision, size, newest first."""
+    environment = load_with_secrets(env, path=INVENTORY)
+    with Connection(environment.ssh) as conn:
+        found = backups.listing(environment, Runner(conn, out=sys.stderr))
+    print(snapshots.table(found))
+
+
+@task(help={"env": ENV_HELP, "snapshot": "restic snapshot id or its prefix (default: latest)",
+            "dry_run": "print the steps, change nothing",
+            "live": "restore INTO the live database (app stopped, current state backed up first, smoke after)",
+            "yes": "with --live and no terminal: do not ask for the environment's name"})
+@reports_errors
+def restore(c, env="local", snapshot="latest", dry_run=False, live=False, yes=False):
+    """Drill by default: restore a backup into a scratch database, check it against its manifest, drop it.
+    --live restores into the live database (guarded: type the environment's name)."""
+    environment = load_with_secrets(env, path=INVENTORY)
+    if live and not dry_run:
+        confirm_by_name(environment, yes)
+    with Connection(environment.ssh) as conn:
+        runner = Runner(conn, dry_run=dry_run)
+        if not live:
+            report = backups.drill(environment, runner, snapshot)
+            if not dry_run:
+                print(report.summary())
+                if not report.ok:
+                    raise Exit(f"the drill failed at {report.failed.name if report.failed else 'an unknown check'}",
+                               code=EXIT_ERROR)
+            return
+        release = deploying.gather(environment, conn).current or "none"
+        folder = Layout(environment.remote_dir).current
+        outcome = backups.restore_live(environment, runner, db.roles_step(environment, folder), release, snapshot)
+    if not outcome.ok:
+        raise Exit(f"the live restore failed at {outcome.failed}", code=EXIT_ERROR)
+    if not dry_run and smoking.run(env) != 0:
+        raise Exit("restored, but the smoke suite fails: see above", code=EXIT_SMOKE_FAILED)
+
+
+def confirm_by_name(environment, yes: bool) -> None:
+    """The live database is replaced: its environment's name typed back, or --yes without a terminal."""
+    if not sys.stdin.isatty():
+        if yes:
+            return
+        raise Exit(f"error: db.restore --live on {environment.name} replaces its database: pass --yes as well "
+                   "(no terminal to type the name in)", code=EXIT_BAD_INPUT)
+    typed = input(f"db.restore --live REPLACES the database of {environment.name} ({environment.ssh}).\n"
+                  f"Type the environment's name to go on: ").strip()
+    if typed != environment.name:
+        raise Exit("cancelled: the name typed is not the environment's", code=EXIT_ERROR)
+
+
 @task(help={"env": ENV_HELP, "port": "local port (default: the inventory's published Postgres port)"})
 @reports_errors
 def tunnel(c, env="local", port=None):
@@ -323,6 +391,6 @@ def test(c, tier="all", k=None, junit="build/test-results.xml"):
 ns = Collection(render, diff, check, provision, deploy, rollback, smoke, status, logs, ssh_shell, test)
 ns.add_collection(Collection("kit", kit_build))
 ns.add_collection(Collection("vps", vps_up, vps_down, vps_status))
-db_tasks = Collection("db", roles, tunnel)
+db_tasks = Collection("db", roles, tunnel, backup, list_backups, restore)
 db_tasks.add_task(migrate, default=True)  # `invoke db` means `invoke db.migrate`
 ns.add_collection(db_tasks)

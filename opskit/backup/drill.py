@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ..errors import StepFailed
 from ..postgres import quote_ident
-from ..steps import SERVER, Plan, Run
+from ..steps import SERVER, Plan, Run, WriteFile
 from . import manifest as manifests
 from . import restic
 from .plan import HERE, Settings
@@ -143,12 +143,22 @@ class DrillReport:
                           for c in self.checks]
         return "\n".join(lines)
 
-    def to_json(self) -> str:
-        """What the server keeps as the latest drill's record (for the smoke check)."""
-        return json.dumps({"snapshot": self.snapshot, "ok": self.ok,
+    def to_json(self, time: str | None = None) -> str:
+        """What the server keeps as the latest drill's record (for the smoke check); `time` is
+        when it ran (ISO 8601, UTC)."""
+        return json.dumps({"time": time, "snapshot": self.snapshot, "ok": self.ok,
                            "failed": self.failed.name if self.failed else None,
                            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks]},
                           indent=2) + "\n"
+
+
+RECORD = "drill-last.json"
+
+
+def record_step(settings: Settings, report: DrillReport, time: str) -> WriteFile:
+    """The latest drill's verdict where the smoke suite reads it, beside the sets (0600)."""
+    return WriteFile(f"record the drill's verdict in {RECORD}", posixpath.join(settings.root, RECORD),
+                     report.to_json(time).encode(), mode=0o600)
 
 
 def read_restored(output: str) -> tuple[str, int, manifests.Manifest]:
