@@ -8,7 +8,8 @@ Items, in the order they run (each a module here; see `item.py` for what an item
     accounts   the deploy user: its keys, the docker group, sudo, the release folder
     upgrades   unattended security upgrades, Docker's packages held back from them
     firewall   nftables default-deny, Docker-published ports included (guarded: proven by a new login)
-    sshd       the hardened drop-in, last: after it root cannot log in (guarded likewise)
+    sshd       the hardened drop-in: after it root cannot log in (guarded likewise)
+    backup_timer  the systemd timer of the scheduled backup (with `backup:`; runs as the deploy user)
 
 A run reads every item's facts in one round trip, prints what differs, runs the steps through the
 one runner, then reads again and fails unless every item has converged. A second run finds no

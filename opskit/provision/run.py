@@ -18,10 +18,10 @@ from ..inventory.model import Target
 from ..runner import Runner
 from ..ssh import Connection
 from ..steps import Plan
-from . import accounts, distros, dockerd, firewall, guard, memory, packages, sshd, upgrades
+from . import accounts, backup_timer, distros, dockerd, firewall, guard, memory, packages, sshd, upgrades
 from .item import PROVISIONED, Host, ItemPlan, Wanted, put
 
-ITEMS = (memory, dockerd, packages, accounts, upgrades, firewall, sshd)
+ITEMS = (memory, dockerd, packages, accounts, upgrades, firewall, sshd, backup_timer)
 
 
 @dataclass(frozen=True)
