@@ -28,6 +28,7 @@ MARKERS = {
     "postgres": "roles, grants, the UI role's limits, Alembic head, connections in use",
     "celery": "worker ping, beat scheduling, a task round trip",
     "logs": "logs of the running containers are free of the signatures of known incidents and of secret values",
+    "backups": "the newest off-server backup is younger than backup.max_age, and the latest restore drill passed",
     "files": "release files: secret files the deploy user's in closed folders; no secret value in config files, "
              "the release outside secrets/, docker inspect or a process's argv",
 }
@@ -77,9 +78,12 @@ def expected_services(env) -> tuple[str, ...]:
 
 def secret_files(env) -> tuple[str, ...]:
     """The names of the release's secret files (`secrets/<name>`, mounted at /run/secrets/<name>)."""
+    from .inventory.secrets import backup_secret_names
     from .render import SERVICE_SECRETS
 
-    return tuple(sorted({name for names in SERVICE_SECRETS.values() for name in names}))
+    names = {name for names in SERVICE_SECRETS.values() for name in names}
+    names |= set(backup_secret_names(env.backup))  # restic's, mounted by its own container only
+    return tuple(sorted(names))
 
 
 def compose_hint(env, *args: str) -> str:

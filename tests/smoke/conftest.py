@@ -28,6 +28,7 @@ SOURCE_OF = {
     "host_facts": "host", "clock": "clock", "release": "release", "docker": "docker", "compose_plan": "plan",
     "caddy": "caddy", "web": "caddy", "acme_failures": "acme", "log_hits": "logs", "pg_admin": "pg_admin", "pg_ui": "pg_ui",
     "redis_facts": "redis", "probe": "probe", "sse": "sse", "sshd_auth": "sshd_auth", "provisioned": "provisioning",
+    "backups": "backup",
 }
 _ENV = pytest.StashKey[object]()
 _STARTED = pytest.StashKey[float]()
@@ -130,7 +131,7 @@ def server(request, env, remote):
     srv.want_sse = "sse" in needed
     # the slow sources first: the SSE check holds a stream open for two heartbeats
     order = ["sse", "probe", "docker", "caddy", "acme", "plan", "logs", "host", "release", "pg_admin", "pg_ui", "redis",
-             "clock", "sshd_auth"]
+             "clock", "sshd_auth", "backup"]
     srv.prefetch([s for s in order if s in {SOURCE_OF[f] for f in needed if f in SOURCE_OF}])
     yield srv
     srv.close()

@@ -14,7 +14,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from opskit import smoke
-from opskit.facts import acme, caddy, docker, host, logs, postgres, read, redis, release
+from opskit.facts import acme, backup, caddy, docker, host, logs, postgres, read, redis, release
 from opskit.facts.celery import ProbeSession, probe_argv
 from opskit.layout import Layout, compose_argv
 
@@ -25,7 +25,7 @@ from .web import SseResult, Web, sse_check
 class Server:
     """Lazy, concurrent sources of facts. `get(name)` starts a source if needed and waits."""
 
-    SOURCES = ("host", "clock", "release", "docker", "plan", "caddy", "logs", "pg_admin", "pg_ui", "redis",
+    SOURCES = ("host", "clock", "backup", "release", "docker", "plan", "caddy", "logs", "pg_admin", "pg_ui", "redis",
                "probe", "sse", "sshd_auth", "provisioning")
 
     def __init__(self, env, remote: Remote, web_address: tuple):
@@ -89,6 +89,11 @@ class Server:
     def _gather_caddy(self) -> caddy.CaddyFacts:
         return caddy.gather(self.remote, self.env.project, not self.env.tls.is_acme,
                             more=self.compose_hint("logs", "--tail", "50", "caddy"))
+
+    def _gather_backup(self) -> tuple:
+        if self.env.backup is None:  # its checks skip; nothing to read
+            return [], None
+        return backup.gather(self.remote, self.env)
 
     def _gather_acme(self) -> dict:
         return acme.gather(self.remote, self.env.project, more=self.compose_hint("logs", "caddy"))
