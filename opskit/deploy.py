@@ -92,28 +92,37 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
                                                      "postgres", "redis"), on=SERVER, stream=True, timeout=240),
              db.roles_step(env, folder), phase=Phase.CONFIG)
     if env.backup is not None:
-        plan.add(install_backup_script(layout, release.id), phase=Phase.CONFIG)
-        if not options.skip_backup:
-            plan.add(backup_before_migrating(env, folder), phase=Phase.CONFIG)
+        plan.add(skipped_backup(release.id, options) if options.skip_backup else backup_before_migrating(env, folder),
+                 phase=Phase.CONFIG)
     plan.add(db.migrate_step(env, folder), phase=Phase.CONFIG)
     plan.add(hand_caddy_volumes(env.project, release.images["caddy"]),
              Run("start every service and wait until healthy",
                  compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
                  on=SERVER, stream=True, timeout=360),
              reload_caddy(folder), phase=Phase.START)
-    plan.add(mark_current(layout, release.id),
-             *prune_releases(layout, facts.releases, facts.current, release.id, env.keep_releases),
+    plan.add(mark_current(layout, release.id), phase=Phase.FINISH)
+    if env.backup is not None:  # only once the release is current: a failed deploy leaves the old script
+        plan.add(install_backup_script(layout, release.id), phase=Phase.FINISH)
+    plan.add(*prune_releases(layout, facts.releases, facts.current, release.id, env.keep_releases),
              release_lock(layout), phase=Phase.FINISH)
     return plan
 
 
 def install_backup_script(layout: Layout, release_id: str) -> Run:
-    """The timer's script, from the release, in place (0700): the next scheduled backup runs the
-    inventory's `backup:` as this release renders it."""
+    """The timer's script, from the release just made current, in place (0700): the next scheduled
+    backup runs the inventory's `backup:` as this release renders it. A rollback keeps it: the
+    script follows the inventory, as the timer that runs it does."""
     source, target = posixpath.join(layout.release(release_id), BACKUP_SCRIPT_FILE), layout.backup_script
     return Run(f"install the scheduled backup's script {target}",
                ["sh", "-c", 'set -e; umask 077; mkdir -p "${2%/*}"; cp "$1" "$2.new"; chmod 0700 "$2.new"; '
                 'mv -f "$2.new" "$2"', "opskit-backup-script", source, target], on=SERVER)
+
+
+def skipped_backup(release_id: str, options: Options) -> Run:
+    """--skip-backup, on the server's record (its journal, tag opskit-deploy): who migrated without a backup."""
+    text = f"deploy {options.deploy_id} of {release_id} by {options.holder}: migrating WITHOUT a backup (--skip-backup)"
+    return Run("no backup before migrating (--skip-backup), logged on the server",
+               ["logger", "--tag", "opskit-deploy", "--priority", "user.warning", "--", text], on=SERVER)
 
 
 def backup_before_migrating(env, folder: str) -> Run:

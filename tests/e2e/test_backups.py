@@ -10,6 +10,7 @@ The module deploys `local` back when it ends.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ import yaml
 
 from opskit import ROOT
 from opskit.errors import OpskitError
+from opskit.secrets import Secret
 from opskit.sim import storage_box
 from opskit.sim.secrets import load as load_with_secrets
 from tests.e2e.live import inventory_copy
@@ -95,7 +97,7 @@ def post_runs(live, env, n: int) -> set[str]:
 def psql(live, sql: str) -> str:
     pg = live.env.postgres
     return live.out(["docker", "exec", live.container("postgres"), "psql", "-X", "-At", "-U", pg.admin_role,
-                     "-d", pg.database, "-c", sql])
+                     "-d", pg.database, "-c", sql]).strip()
 
 
 def run_ids(live, since: str | None = None) -> set[str]:
@@ -180,8 +182,10 @@ def test_a_lost_database_comes_back_from_the_off_server_backup(site, live, tmp_p
     after = run_ids(live)
     assert before <= after and after - before == run_ids(live, since=started), sorted(after - before)
 
-    run = run_smoke(tmp_path, env_name=ENV, environ=site.environ)
-    assert run.returncode == 0, run.explain()
+    # the whole smoke suite ran at the restore's end and passed (else `db.restore` exits 6); the
+    # backup checks again here, where their outcomes can be read one by one
+    run = run_smoke(tmp_path, "-m", "backups", env_name=ENV, environ=site.environ)
+    assert {c: run.cases[c].outcome for c in BACKUP_CHECKS} == {c: "passed" for c in BACKUP_CHECKS}, run.explain()
     assert_no_secret_leaked(run, site.env)
 
 
@@ -204,11 +208,11 @@ def downgrade() -> None:
 '''
 
 
-def test_a_failed_migration_is_undone_by_its_pre_migration_backup(site, live, tmp_path):
-    written = post_runs(live, site.env, 3)
-    before = run_ids(live)
-    listed_before = site.invoke("db.backups", "-e", ENV).stdout.splitlines()
-    api = tmp_path / "api"
+@pytest.fixture(scope="module")
+def migrating(site, tmp_path_factory):
+    """The environment with an API whose migration 0003 fails half-way (built once, for two tests)."""
+    folder = tmp_path_factory.mktemp("migrating")
+    api = folder / "api"
     shutil.copytree(ROOT / "tests/fixtures/app/api", api)
     (api / "migrations/versions/0003_fails_half_way.py").write_text(FAILING_MIGRATION)
 
@@ -217,7 +221,14 @@ def test_a_failed_migration_is_undone_by_its_pre_migration_backup(site, live, tm
         env.setdefault("builds", {}).setdefault("api", {})["context"] = str(api)
         raw["environments"][ENV] = env
 
-    bad = load_with_secrets(ENV, path=inventory_copy(tmp_path, edit))
+    return load_with_secrets(ENV, path=inventory_copy(folder, edit))
+
+
+def test_a_failed_migration_is_undone_by_its_pre_migration_backup(site, live, migrating):
+    written = post_runs(live, site.env, 3)
+    before = run_ids(live)
+    listed_before = site.invoke("db.backups", "-e", ENV).stdout.splitlines()
+    bad = migrating
     with pytest.raises(OpskitError) as failed:
         live.deploy(bad)
     assert "alembic upgrade head" in str(failed.value), failed.value
@@ -231,6 +242,33 @@ def test_a_failed_migration_is_undone_by_its_pre_migration_backup(site, live, tm
     assert "revision 0002" in done.stdout, done.stdout
     after = run_ids(live)
     assert before <= after and after - before == run_ids(live, since=started), sorted(after - before)
+
+
+def test_no_backup_at_head_and_no_migration_when_the_backup_fails(site, live, migrating, tmp_path, capfd):
+    listed = site.invoke("db.backups", "-e", ENV).stdout.splitlines()
+    capfd.readouterr()
+    live.deploy(site.env, force=True)
+    assert "no migration pending: no backup" in capfd.readouterr().err
+    assert site.invoke("db.backups", "-e", ENV).stdout.splitlines() == listed
+
+    # a migration pending (the one that would empty `runs`), and the Storage Box shows another host
+    # key than the one pinned: the backup fails, so nothing migrates
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = (tmp_path / "other.pub").read_text().split()
+    wrong = f"{site.box.known_hosts.split()[0]} {other[0]} {other[1]}\n"
+    bad = dataclasses.replace(migrating, secrets={**migrating.secrets,
+                                                  "restic_known_hosts": Secret(wrong, "restic_known_hosts")})
+    rows = run_ids(live)
+    current, script = live.manifest["release"], live.out(["sha256sum", site.env.remote_dir + "/backups/bin/backup.sh"])
+    with pytest.raises(OpskitError) as failed:
+        live.deploy(bad)
+    assert "backup before migrating" in str(failed.value), failed.value
+    assert psql(live, "SELECT version_num FROM alembic_version") == "0002"
+    assert rows and run_ids(live) == rows, "the migration ran"
+    assert live.manifest["release"] == current
+    assert live.out(["sha256sum", site.env.remote_dir + "/backups/bin/backup.sh"]) == script
+    # the recovery put the previous release's config back, the pinned host key with it
+    assert site.invoke("db.backups", "-e", ENV).stdout.splitlines() == listed
 
 
 def test_a_flipped_byte_in_the_repository_fails_the_drill_naming_the_check(site, live, tmp_path):

@@ -96,11 +96,11 @@ def test_an_s3_repository_takes_its_keys_file_and_no_ssh_secret(make_env, secret
         make_env("production", without_keys, environ={**secrets_env, "OPSKIT_RESTIC_PASSWORD": "pw"})
 
 
-def test_a_deploy_installs_the_script_then_backs_up_before_migrating(backup_env):
+def test_a_deploy_backs_up_before_migrating_and_installs_the_script_once_current(backup_env):
     env = backup_env()
     titles = [s.title for s in deploy.plan_deploy(env, render.render(env), FRESH, {}, "abc", deploy.Options())]
-    order = ["pull opskit/restic:0.14", "roles ", "install the scheduled backup's script", "backup before migrating",
-             "migrate: alembic upgrade head"]
+    order = ["pull opskit/restic:0.14", "roles ", "backup before migrating", "migrate: alembic upgrade head",
+             "mark ", "install the scheduled backup's script"]
     positions = [next(i for i, t in enumerate(titles) if t.startswith(p)) for p in order]
     assert positions == sorted(positions), titles
 
@@ -118,6 +118,9 @@ def test_skip_backup_leaves_the_backup_out_but_not_the_script(backup_env):
     titles = [s.title for s in plan]
     assert any(t.startswith("install the scheduled backup's script") for t in titles)
     assert not any(t.startswith("backup before") for t in titles)
+    [logged] = [s for s in plan if s.title.startswith("no backup before migrating")]
+    assert list(logged.argv[:2]) == ["logger", "--tag"] and "WITHOUT a backup" in logged.argv[-1]
+    assert titles.index(logged.title) < next(i for i, t in enumerate(titles) if t.startswith("migrate:"))
     assert "restic-pw-never-printed" not in plan.render()
 
 
