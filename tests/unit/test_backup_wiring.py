@@ -10,7 +10,8 @@ from opskit.errors import InventoryError
 from opskit.facts import ServerFacts
 
 FRESH = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current=None, now=1_000_000.0)
-KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----"
+# a login key stands in as its shape only: several lines, no trailing newline (no key material in the tree)
+KEY = "login-key-line-one\nnot-a-real-key\nlogin-key-line-three"
 BACKUP_ENV = {"OPSKIT_RESTIC_PASSWORD": "restic-pw-never-printed", "OPSKIT_RESTIC_SSH_KEY": KEY,
               "OPSKIT_RESTIC_KNOWN_HOSTS": "[box.example]:23 ssh-ed25519 AAAAC3Nza"}
 
