@@ -13,13 +13,14 @@ runs the recovery that the failed step's phase calls for (`recovery_for`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import shlex
 import time
 from dataclasses import dataclass, field
 
-from . import db, facts as facts_of, hardening, images, lock, prisma, render
+from . import db, facts as facts_of, hardening, images, lock, prisma, prune, render
 from .errors import ConnectionFailed, ConnectionLost, DeployRefused, StepFailed
 from .layout import Layout, compose_argv as compose
 from .render import ACME_CA_ROOT_FILE, BACKUP_SCRIPT_FILE, backup_script
@@ -64,15 +65,19 @@ def preflight(env, facts, options: Options) -> list[str]:
 # -- the plan -------------------------------------------------------------------------------------
 
 
-def plan_deploy(env, release, facts, local: dict, revision: str, options: Options) -> Plan:
-    """Every step of a deploy of `release`, given what the server and this machine have."""
+def plan_deploy(env, release, facts, local: dict, revision: str, options: Options, parts: dict | None = None,
+                leftovers: tuple = ()) -> Plan:
+    """Every step of a deploy of `release`, given what the server and this machine have (`parts`:
+    `images.dependency_parts`, the builds whose dependency layers are an image of their own;
+    `leftovers`: tags of older builds here that `prune.local_leftovers` would remove)."""
     layout = Layout(env.remote_dir)
     folder = layout.release(release.id)
     plan = Plan(f"deploy {release.id} to {env.name} ({env.ssh})")
     if facts.current == release.id and not (options.force or options.rebuild):
-        return plan  # the same inputs are already live: nothing to do
+        return plan_converge(env, release, facts, options)  # the same inputs: repair what drifted, if anything
 
-    plan.add(*images.plan_builds(env, release, local, revision, rebuild=options.rebuild), phase=Phase.BUILD)
+    builds = images.plan_builds(env, release, local, revision, rebuild=options.rebuild, parts=parts)
+    plan.add(*builds, phase=Phase.BUILD)
     if "frontend" in env.services:
         # Alembic owns the schema: a frontend that would run prisma migrate / db push never ships
         frontend = env.services["frontend"]
@@ -98,13 +103,65 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
     plan.add(hand_caddy_volumes(env.project, release.images["caddy"]),
              Run("start every service and wait until healthy",
                  compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
-                 on=SERVER, stream=True, timeout=360),
-             reload_caddy(folder), phase=Phase.START)
+                 on=SERVER, stream=True, timeout=360), phase=Phase.START)
+    if caddy_config_changed(release, facts):  # a reload with the same config would only cost a restart of its apps
+        plan.add(reload_caddy(folder), phase=Phase.START)
     plan.add(mark_current(layout, release.id), phase=Phase.FINISH)
     if env.backup is not None:  # only once the release is current: a failed deploy leaves the old script
         plan.add(install_backup_script(layout, release.id), phase=Phase.FINISH)
+    kept = kept_releases(facts.releases, facts.current, release.id, env.keep_releases)[0]
     plan.add(*prune_releases(layout, facts.releases, facts.current, release.id, env.keep_releases),
-             release_lock(layout), phase=Phase.FINISH)
+             prune.server_images(env, layout, kept), release_lock(layout), phase=Phase.FINISH)
+    if builds.steps:  # this machine's side, bounded too (never failing the deploy, as the server's prune)
+        plan.add(*filter(None, [prune.local_images_step(list(leftovers)), prune.build_cache_step()]),
+                 phase=Phase.FINISH)
+    return plan
+
+
+def drift(release, containers) -> dict[str, str]:
+    """{service: what is wrong with it} for the services of `release` whose containers do not run
+    its image, are missing, stopped or not healthy; containers of no service of it, as orphans."""
+    wrong = {}
+    by_service: dict = {}
+    for c in containers:
+        by_service.setdefault(c.service, []).append(c)
+    for service, image in sorted(release.images.items()):
+        found = by_service.get(service, [])
+        if not found:
+            wrong[service] = "no container"
+        elif any(c.image_ref != image for c in found):
+            wrong[service] = "runs " + ", ".join(sorted({c.image_ref for c in found if c.image_ref != image}))
+        elif any(not c.is_running for c in found):
+            wrong[service] = ", ".join(sorted({c.status for c in found if not c.is_running}))
+        elif any(c.health not in (None, "healthy") for c in found):
+            wrong[service] = ", ".join(sorted({c.health for c in found if c.health not in (None, "healthy")}))
+    for service in sorted(set(by_service) - set(release.images)):
+        wrong[service] = "an orphan (no service of this release)"
+    return wrong
+
+
+def plan_converge(env, release, facts, options: Options) -> Plan:
+    """The release is current: bring what drifted back to it (images the server lost shipped
+    again, containers missing, stopped, on another image or unhealthy recreated, orphans
+    removed), under the lock. Empty when every service runs its image, healthy."""
+    wrong = drift(release, facts.containers)
+    plan = Plan(f"converge {env.name} ({env.ssh}) on its current release {release.id}")
+    if not wrong:
+        return plan
+    layout = Layout(env.remote_dir)
+    folder = layout.release(release.id)
+    plan.add(acquire_lock(layout, release.id, options, facts.lock is not None and options.break_lock),
+             phase=Phase.LOCK)
+    plan.add(*move_images(env, release, facts), phase=Phase.SHIP)
+    sick = sorted(s for s, why in wrong.items() if s in release.images and why in ("unhealthy", "starting"))
+    if sick:  # compose leaves a container whose config is unchanged alone: recreate these by name
+        plan.add(Run(f"recreate {', '.join(sick)} (not healthy)",
+                     compose(folder, "up", "-d", "--no-deps", "--force-recreate", *sick),
+                     on=SERVER, stream=True, timeout=360), phase=Phase.START)
+    plan.add(Run("bring back " + "; ".join(f"{s}: {why}" for s, why in wrong.items()),
+                 compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
+                 on=SERVER, stream=True, timeout=360), phase=Phase.START)
+    plan.add(release_lock(layout), phase=Phase.FINISH)
     return plan
 
 
@@ -156,7 +213,7 @@ def move_images(env, release, facts) -> list:
         elif image not in built and not env.ship_images:
             steps.append(Run(f"pull {image}", ["docker", "pull", image], on=SERVER, stream=True, timeout=900))
         else:
-            steps.append(ShipImage(f"ship {image}", image, facts.layers))
+            steps.append(ShipImage(f"ship {image}", image, facts.layers, margin_mb=env.smoke.min_free_disk_mb))
     return steps
 
 
@@ -237,6 +294,16 @@ def hand_caddy_volumes(project: str, image: str) -> Run:
                on=SERVER, timeout=180)
 
 
+def caddy_config_changed(release, facts) -> bool:
+    """Whether the files Caddy reads (its Caddyfile, the ACME server's root) differ from those
+    in its config folder on the server now."""
+    for name in ("Caddyfile", ACME_CA_ROOT_FILE):
+        new = release.files.get(name)
+        if new is not None and hashlib.sha256(new.content).hexdigest() != facts.caddy_files.get(name):
+            return True
+    return False
+
+
 def reload_caddy(folder: str) -> Run:
     """A graceful reload: open connections and SSE streams survive (stream_close_delay)."""
     return Run("reload caddy", compose(folder, "exec", "-T", "caddy", "caddy", "reload", "--config",
@@ -271,18 +338,28 @@ def upload_release(layout: Layout, release) -> list:
 
 
 def mark_current(layout: Layout, release_id: str) -> Run:
+    """Point `current` at the release (one rename), and touch its folder: the folders' times are
+    the order releases were made current in, which rollback and pruning read."""
     tmp = layout.current + ".new"
     return Run(f"mark {release_id} current",
                ["sh", "-c", f"ln -sfn releases/{shlex.quote(release_id)} {shlex.quote(tmp)} && "
-                            f"mv -T {shlex.quote(tmp)} {shlex.quote(layout.current)}"], on=SERVER)
+                            f"mv -T {shlex.quote(tmp)} {shlex.quote(layout.current)} && "
+                            f"touch {shlex.quote(layout.release(release_id))}"], on=SERVER)
+
+
+def kept_releases(on_disk, current, new_id: str, keep: int) -> tuple[list, list]:
+    """(kept, removed): `keep` releases in all, the new one, the current one (the rollback target),
+    and the newest of the others."""
+    others = [r for r in on_disk if r not in (new_id, current)]
+    room = max(keep - 1 - (1 if current and current != new_id else 0), 0)
+    cut = max(len(others) - room, 0)
+    kept = [new_id] + ([current] if current and current != new_id else []) + others[cut:]
+    return kept, others[:cut]
 
 
 def prune_releases(layout: Layout, on_disk, current, new_id: str, keep: int) -> list:
-    """Keep `keep` releases in all: the new one, the current one (the rollback target), and the
-    newest of the others."""
-    others = [r for r in on_disk if r not in (new_id, current)]
-    room = max(keep - 1 - (1 if current and current != new_id else 0), 0)
-    old = others[:max(len(others) - room, 0)]
+    """Remove the releases beyond `keep` (see `kept_releases`)."""
+    old = kept_releases(on_disk, current, new_id, keep)[1]
     if not old:
         return []
     return [Run(f"remove {len(old)} old release(s)", ["rm", "-rf", "--", *(layout.release(r) for r in old)],
@@ -331,10 +408,17 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
     problems = preflight(env, facts, options)
     if problems:
         raise DeployRefused("deploy refused, nothing was changed:\n" + "\n".join(f"  - {p}" for p in problems))
-    local = images.local_images(b["image"] for b in release.builds.values())
-    plan = plan_deploy(env, release, facts, local, revision, options)
+    local, parts = local_build_facts(env, release, options, refresh=not runner.dry_run)
+    leftovers = prune.local_leftovers(images.repository_images(b.repository for b in env.builds.values()),
+                                      env.keep_releases, {b["image"] for b in release.builds.values()},
+                                      parts) if parts else []  # nothing to build: nothing to bound here
+    plan = plan_deploy(env, release, facts, local, revision, options, parts, tuple(leftovers))
+    for name, why in sorted(parts.items()):
+        if isinstance(why, str):  # the operator learns why this build gets no dependency image
+            runner.say(f"{name}: built whole with no cache, no dependency image ({why}); README \"Builds\"")
     if not plan.steps:
-        runner.say(f"release {release.id} is already current on {env.name}: nothing to do (--force redeploys it)")
+        runner.say(f"release {release.id} is already current on {env.name} and its {len(facts.containers)} "
+                   "containers run its images, healthy: nothing to do (--force redeploys it)")
         return Outcome(release.id, env.name, dict(sorted(release.images.items())), [], 0,
                        time.monotonic() - started_at, [f"https://{d}" for _, d in env.domains.items()])
     if runner.dry_run:
@@ -360,6 +444,18 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
         seconds=time.monotonic() - started_at,
         urls=[f"https://{d}" for _, d in env.domains.items()],
     )
+
+
+def local_build_facts(env, release, options: Options, refresh: bool) -> tuple[dict, dict]:
+    """What this machine has of the release's images, and (when some must be built) how each
+    build splits into a dependency image and code layers, with those dependency images."""
+    local = images.local_images(b["image"] for b in release.builds.values())
+    if not options.rebuild and all(local.get(b["image"]) is not None and local[b["image"]].labels.get(
+            images.LABEL_DIGEST) == b["context_digest"] for b in release.builds.values()):
+        return local, {}
+    parts = images.dependency_parts(env, refresh=refresh and not env.ship_images)
+    layered = [p.image for p in parts.values() if isinstance(p, images.Layered)]
+    return {**local, **images.local_images(layered)}, parts
 
 
 def recover(runner, recovery: Plan | None, why: str) -> bool:

@@ -186,6 +186,12 @@ class Runner:
                 raise StepFailed(step, saved.returncode, saved.stderr)
             counts = {}
             skip = step.skip | self.layers_loaded  # an earlier image of this run may share layers
+            if step.margin_mb:
+                room = self._server().run(ship.FREE_SPACE, timeout=60)
+                problem = ship.room_problem(room.stdout.decode(errors="replace"), ship.bytes_to_send(tar, skip),
+                                            step.margin_mb, step.image)
+                if problem:
+                    raise StepFailed(step, None, problem)
 
             def feed(out):
                 wire = ship.Gzip(_Progress(out, self._echo))

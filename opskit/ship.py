@@ -38,6 +38,34 @@ def layer_paths(tar: tarfile.TarFile) -> dict[str, str]:
     return out
 
 
+def bytes_to_send(source_path: str, skip) -> int:
+    """The bytes of the layers of a `docker save` tar that `filtered` would send (uncompressed:
+    what `docker load` unpacks on the server)."""
+    with tarfile.open(source_path, "r:") as src:
+        paths = layer_paths(src)
+        return sum(m.size for m in src.getmembers() if paths.get(m.name) is not None and paths[m.name] not in skip)
+
+
+# Docker's data root and the KB free there: where loaded layers land
+FREE_SPACE = ["sh", "-c", "root=$(docker info --format '{{.DockerRootDir}}') && "
+              "printf '%s ' \"$root\" && df -Pk \"$root\" | awk 'NR==2 {print $4}'"]
+
+
+def room_problem(df_output: str, need: int, margin_mb: int, image: str) -> str | None:
+    """Why `image` must not be loaded (None when there is room): its new layers and the margin
+    the inventory keeps free (`smoke.min_free_disk_mb`) do not fit in what the server has free."""
+    root, _, free_kb = df_output.strip().rpartition(" ")
+    if not free_kb.isdigit():
+        return f"could not read the free space where Docker keeps images ({df_output.strip()[-200:]!r})"
+    free_mb, need_mb = int(free_kb) // 1024, -(-need // (1024 * 1024))
+    if free_mb >= need_mb + margin_mb:
+        return None
+    return (f"not enough room on the server for {image}: {free_mb} MB free under {root}, its new layers take "
+            f"{need_mb} MB and {margin_mb} MB must stay free (smoke.min_free_disk_mb). Nothing was loaded; free "
+            "space on the server (`docker system df` shows what uses it; each deploy removes this project's "
+            "images that no kept release uses)")
+
+
 def filtered(source_path: str, skip, out) -> tuple[int, int, frozenset]:
     """Write `source_path` (a `docker save` tar) to `out` without the layers in `skip`.
 

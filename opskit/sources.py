@@ -46,14 +46,41 @@ def context_files(context: Path) -> list[str]:
     return sorted(found)
 
 
-def context_digest(context: Path, dockerfile: str = "Dockerfile", args: tuple = ()) -> str:
-    """sha256 over the context's files (path, executable bit, content), the Dockerfile and args."""
-    h = hashlib.sha256()
-    for rel in context_files(context):
+def _add_files(h, context: Path, files) -> None:
+    for rel in files:
         path = context / rel
         h.update(rel.encode() + b"\0")
         h.update(b"x" if os.access(path, os.X_OK) else b"-")
         h.update(hashlib.sha256(path.read_bytes()).digest())
+
+
+def files_read(context: Path, sources) -> list[str]:
+    """The context files that `COPY <sources>` reads: a source names a file, a folder (all below
+    it) or a glob over either; `.`, `/` or `*` is the whole context. `.dockerignore` applies."""
+    wanted = [s.strip().removeprefix("./").strip("/") for s in sources]
+    everything = any(w in ("", ".", "*") for w in wanted)
+    patterns = [w.split("/") for w in wanted]
+    out = []
+    for rel in context_files(context):
+        parts = rel.split("/")
+        # a `*` stays within one path segment (Go's filepath.Match, which Docker uses)
+        if everything or any(len(p) <= len(parts) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, p))
+                             for p in patterns):
+            out.append(rel)
+    return out
+
+
+def files_digest(context: Path, files) -> str:
+    """sha256 over some context files (path, executable bit, content)."""
+    h = hashlib.sha256()
+    _add_files(h, context, sorted(files))
+    return h.hexdigest()
+
+
+def context_digest(context: Path, dockerfile: str = "Dockerfile", args: tuple = ()) -> str:
+    """sha256 over the context's files (path, executable bit, content), the Dockerfile and args."""
+    h = hashlib.sha256()
+    _add_files(h, context, context_files(context))
     h.update(b"dockerfile\0" + dockerfile.encode())
     for name, value in args:
         h.update(f"arg\0{name}={value}\0".encode())

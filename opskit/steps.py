@@ -123,6 +123,7 @@ class ShipImage:
     image: str
     skip: frozenset = frozenset()
     phase: Phase = Phase.NONE
+    margin_mb: int = 0  # free space the server keeps beyond what the new layers take
 
     def describe(self) -> str:
         return (f"{self.title} [local -> server] docker save {self.image} | "

@@ -40,28 +40,32 @@ class ServerFacts:
     images: frozenset = frozenset()  # "repo:tag" references present
     layers: frozenset = field(default=frozenset(), repr=False)  # chain IDs of every layer present
     now: float = 0.0  # the server's clock, for lock ages
+    containers: tuple = ()  # docker.Container of the project (services, one-off runs apart)
+    caddy_files: dict = field(default_factory=dict)  # Caddy's config folder: file name -> sha256
 
 
-def deploy_facts(layout: Layout) -> tuple[Fact, ...]:
+def deploy_facts(layout: Layout, project: str = "") -> tuple[Fact, ...]:
     """What a deploy plans from: versions, free disk, the clock, the releases on disk and the lock,
-    the images and their layers."""
+    the images and their layers, the project's containers."""
     return (host.versions(), host.space(layout), host.clock(), release.on_disk(layout), docker.images(),
-            docker.layers())
+            docker.layers(), docker.containers(project))
 
 
-def _server_facts(versions, room, now, on_disk, images, layers) -> ServerFacts:
+def _server_facts(versions, room, now, on_disk, images, layers, containers) -> ServerFacts:
     return ServerFacts(docker=versions.docker, compose=versions.compose, disk_free_mb=room.free_mb,
                        current=on_disk.current, releases=on_disk.releases, lock=on_disk.lock,
-                       images=frozenset(images), layers=layers, now=now or 0.0)
+                       images=frozenset(images), layers=layers, now=now or 0.0,
+                       containers=tuple(c for c in containers or () if not c.oneoff),
+                       caddy_files=dict(on_disk.caddy_files))
 
 
 def gather_deploy(connection, env) -> ServerFacts:
     """The deploy's facts, in one SSH round trip. Reads only."""
-    facts = deploy_facts(Layout(env.remote_dir))
+    facts = deploy_facts(Layout(env.remote_dir), env.project)
     return _server_facts(*read(connection, *facts, timeout=120, check=False))
 
 
 def parse_deploy(output: str) -> ServerFacts:
     """The output of `batch(deploy_facts(...))` -> ServerFacts (pure: for tests)."""
-    facts = deploy_facts(Layout("/"))
+    facts = deploy_facts(Layout("/"), "p")
     return _server_facts(*parse_all(facts, split(output), check=False))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from .base import Fact, read, script, sections
@@ -34,13 +34,16 @@ class Lock:
 @dataclass(frozen=True)
 class OnDisk:
     current: str | None  # the release id `current` points at
-    releases: tuple  # release ids on disk, oldest first (unfinished uploads left out)
+    # release ids on disk, oldest first: by when each was last made current (or uploaded); unfinished
+    # uploads left out
+    releases: tuple
     lock: Lock | None
+    caddy_files: dict = field(default_factory=dict)  # file name in Caddy's config folder -> sha256
 
 
 def on_disk(layout) -> Fact:
-    return script("releases.sh", layout.current, layout.releases, layout.lock_info, parse=parse_on_disk,
-                  name="on_disk")
+    return script("releases.sh", layout.current, layout.releases, layout.lock_info, layout.caddy,
+                  parse=parse_on_disk, name="on_disk")
 
 
 def parse_on_disk(text: str) -> OnDisk:
@@ -48,8 +51,13 @@ def parse_on_disk(text: str) -> OnDisk:
     link = s.get("current", "").strip().rstrip("/")
     names = tuple(n.strip() for n in s.get("releases", "").splitlines() if n.strip() and "." not in n)
     renewed = s.get("lock_renewed", "").strip()
+    caddy = {}
+    for line in s.get("caddy_files", "").splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if name:
+            caddy[posixpath.basename(name)] = digest
     return OnDisk(posixpath.basename(link) or None, names,
-                  parse_lock(s.get("lock", ""), float(renewed) if renewed.isdigit() else None))
+                  parse_lock(s.get("lock", ""), float(renewed) if renewed.isdigit() else None), caddy)
 
 
 def parse_lock(text: str, renewed: float | None = None) -> Lock | None:

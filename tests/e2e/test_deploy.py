@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 import yaml
 
-from opskit import ROOT, deploy, inventory, render, smoke
+from opskit import ROOT, deploy, inventory, render, ship, smoke
 from opskit.errors import DeployRefused, StepFailed
 from opskit.provision.run import provision
 from opskit.runner import Runner
@@ -108,6 +108,66 @@ def test_the_smoke_suite_is_green_on_the_fresh_deploy(live):
 
 def test_a_new_render_shows_no_difference_from_what_the_server_runs(live):
     assert render.diff(render.render(live.env), deploy.current_files(live.env, live.connection)) == ""
+
+
+def test_a_redeploy_of_the_current_release_repairs_what_drifted_then_does_nothing(live):
+    live.out(["docker", "stop", live.container("worker")])
+    live.out(["docker", "rm", "-f", live.container("beat")])
+    titles = [title for title, _ in live.deploy(live.env).steps]
+    repair = next(t for t in titles if t.startswith("bring back"))
+    assert "beat: no container" in repair and "worker: exited" in repair, titles
+    assert not any(t.startswith(("build", "ship", "upload", "migrate", "mark")) for t in titles), titles
+    assert all(st == ("running", "healthy") for st in live.services().values()), live.services()
+    assert live.deploy(live.env).steps == []
+
+
+def _server_images(live) -> set:
+    repos = " ".join(sorted({b.repository for b in live.env.builds.values()}))
+    listed = live.out(["sh", "-c", f"for r in {repos}; do docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}}' "
+                                   "\"$r\"; done"])
+    return set(listed.split())
+
+
+def _kept_images(live) -> set:
+    named = live.out(["sh", "-c", f"for f in {live.layout.releases}/*/docker-compose.yml; do "
+                                  "docker compose -f \"$f\" config --images; done"])
+    repos = tuple(f"{b.repository}:" for b in live.env.builds.values())
+    return {ref for ref in named.split() if ref.startswith(repos)}
+
+
+def _code_change(tmp_path, n: int):
+    api = copy_api(tmp_path / str(n))
+    (api / "app/main.py").write_text((api / "app/main.py").read_text() + f"\n# an e2e code-only change {n}\n")
+    return edited(lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
+
+
+def test_a_code_only_change_ships_only_code_layers_and_the_server_keeps_only_kept_images(live, tmp_path):
+    # the first change builds the dependency image if this machine lacks it (a warm one has the
+    # final image of the current sources, so the deploy from nothing built nothing)
+    live.deploy(_code_change(tmp_path, 1))
+    outcome = live.deploy(_code_change(tmp_path, 2))
+    titles = [title for title, _ in outcome.steps]
+    assert any(t.startswith("build api image") and "(code layers, no cache, on jobagent/api:deps-" in t
+               for t in titles), titles
+    assert not any("dependency image" in t for t in titles), titles  # the venv's image was there: reused
+    assert 0 < outcome.bytes_shipped < 200_000, outcome.bytes_shipped  # the code layers, not the venv
+    assert _server_images(live) == _kept_images(live)
+    live.deploy(live.env)  # the other tests expect the current sources
+    assert _server_images(live) == _kept_images(live)
+
+
+def test_an_image_that_leaves_less_than_the_margin_free_is_not_loaded(live, tmp_path):
+    image = "opskit-test/roomy:1"
+    (tmp_path / "Dockerfile").write_text("FROM opskit/base:bookworm\nRUN head -c 8000000 /dev/urandom > /blob\n")
+    subprocess.run(["docker", "build", "-q", "-t", image, str(tmp_path)], check=True, capture_output=True)
+    root, free_kb = live.out(ship.FREE_SPACE).split()
+    margin = int(free_kb) // 1024 - 2  # 2 MB short of the new 8 MB layer
+    with pytest.raises(StepFailed, match=f"not enough room on the server for {image}: .* under {root}, its new "
+                                         f"layers take 8 MB and {margin} MB must stay free"):
+        Runner(live.connection).run(Plan("ship", [ShipImage("ship it", image, deploy.gather(live.env, live.connection)
+                                                            .layers, margin_mb=margin)]))
+    assert live.run(["docker", "image", "inspect", image], check=False).returncode != 0  # nothing was loaded
+    subprocess.run(["docker", "image", "rm", image], capture_output=True)
 
 
 # -- faults ---------------------------------------------------------------------------------------

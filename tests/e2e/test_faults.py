@@ -37,11 +37,13 @@ class HealthLoad(threading.Thread):
 
 
 def code_only_change(tmp_path):
-    """A copy of the API's context with one comment more: a code-only change."""
+    """A copy of the API's context with one comment more, and 48 MB of random bytes among the code:
+    a code-only change ships only its code layers, and these take long enough on the wire to be cut."""
     api = tmp_path / "api"
     shutil.copytree(ROOT / "tests/fixtures/app/api", api, ignore=shutil.ignore_patterns("__pycache__"))
     main = api / "app" / "main.py"
     main.write_text(main.read_text() + f"\n# e2e code-only change {time.time_ns()}\n")
+    (api / "app" / "ballast.bin").write_bytes(os.urandom(48 * 1024 * 1024))
     return inventory_copy(tmp_path, lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
 
 

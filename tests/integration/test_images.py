@@ -20,7 +20,9 @@ def broken_api(make_env, contexts, kit_images):
     """An API image whose requirements were forgotten: it builds, but must not ship."""
     (contexts["api"] / "Dockerfile").write_text(
         "ARG PYTHON_IMAGE\nFROM ${PYTHON_IMAGE}\nRUN python3 -m venv /opt/venv\nENV PATH=/opt/venv/bin:$PATH\n")
-    build = make_env("local").builds["api"]
+    # a repository of its own: the e2e tier's deploys (beside this tier) prune jobagent/api's tags
+    build = make_env("local", edit=lambda raw: raw["defaults"]["builds"]["api"].update(
+        repository="opskit-test/broken-api")).builds["api"]
     yield build
     subprocess.run(["docker", "image", "rm", "-f", IMAGE, images.unchecked(IMAGE), f"{build.repository}:rev-y",
                     f"{build.repository}:release-release-z", f"{build.repository}:rev",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from opskit import deploy, lock, render
+from opskit import ROOT, deploy, dockerfile, images, lock, render
 from opskit.images import LocalImage
 from opskit.facts import Lock, ServerFacts, parse_deploy
+from opskit.facts.docker import Container
 from opskit.ship import chain_ids
 from opskit.steps import ShipImage
 from opskit.steps import Phase, Run, WriteFile
@@ -59,6 +60,42 @@ def test_import_checks_run_every_listed_module_without_network(env, release):
     assert check.argv[:5] == ("docker", "run", "--rm", "--network", "none")
     assert check.argv[-len(env.builds["api"].import_checks):] == env.builds["api"].import_checks
     assert "alembic.config:Config" in check.argv
+
+
+def _layered(env, name="api", digest="d" * 64):
+    build = env.builds[name]  # the test's context is a stub: the fixture app's Dockerfile is split
+    split = dockerfile.split((ROOT / "tests/fixtures/app" / name / "Dockerfile").read_text(), dict(build.args))
+    return images.Layered(f"{build.repository}:deps-{digest[:20]}", digest, split)
+
+
+def test_a_layered_build_builds_its_dependency_image_once_and_the_code_on_it_every_time(env, release):
+    layered = _layered(env)
+    plan = deploy.plan_deploy(env, release, FRESH, {}, "abc", deploy.Options(), {"api": layered})
+    deps, code = (next(s for s in plan if s.title.startswith(p)) for p in ("build api dependency", "build api image"))
+    assert titles(plan).index(deps.title) < titles(plan).index(code.title)
+    assert deps.argv[:4] == code.argv[:4] == ("docker", "buildx", "build", "--no-cache")
+    assert deps.argv[deps.argv.index("--tag") + 1] == layered.image
+    assert f"opskit.dependency.digest={layered.digest}" in deps.argv and deps.stdin == layered.split.dependency_dockerfile.encode()
+    assert code.argv[code.argv.index("--file") + 1] == "-" and b"FROM " + layered.image.encode() in code.stdin
+    assert "--pull" not in deps.argv + code.argv  # the digest names the base this machine has
+    have = {layered.image: LocalImage("sha256:d", {"opskit.dependency.digest": layered.digest})}
+    again = titles(deploy.plan_deploy(env, release, FRESH, have, "abc", deploy.Options(), {"api": layered}))
+    assert not any(t.startswith("build api dependency") for t in again) and any(t.startswith("build api image") for t in again)
+    rebuilt = titles(deploy.plan_deploy(env, release, FRESH, have, "abc", deploy.Options(rebuild=True), {"api": layered}))
+    assert any(t.startswith("build api dependency") for t in rebuilt)
+
+
+def test_a_dependency_image_whose_label_disagrees_with_its_name_is_built_again(env, release):
+    layered = _layered(env)
+    have = {layered.image: LocalImage("sha256:d", {"opskit.dependency.digest": "e" * 64})}
+    plan = deploy.plan_deploy(env, release, FRESH, have, "abc", deploy.Options(), {"api": layered})
+    assert any(t.startswith("build api dependency") for t in titles(plan))
+
+
+def test_a_build_that_cannot_be_split_is_built_whole(env, release):
+    plan = deploy.plan_deploy(env, release, FRESH, {}, "abc", deploy.Options(), {"api": "Dockerfile: a heredoc"})
+    build = next(s for s in plan if s.title.startswith("build api"))
+    assert build.title.endswith("(no cache)") and build.stdin is None and "--file" in build.argv
 
 
 def test_images_whose_inputs_are_unchanged_are_not_rebuilt(env, release):
@@ -142,10 +179,56 @@ def test_migrations_run_in_the_new_release_before_the_full_start(env, release):
     assert migrate.argv[-6:] == ("--no-deps", "-T", "api", "alembic", "upgrade", "head")
 
 
-def test_the_same_release_already_current_plans_nothing(env, release):
-    facts = ServerFacts(**{**FRESH.__dict__, "current": release.id, "releases": (release.id,)})
+def _running(release, **changes):
+    """One healthy container per service of `release`, on its image; `changes`: service -> fields."""
+    out = []
+    for service, image in sorted(release.images.items()):
+        fields = {"image_ref": image, "status": "running", "health": "healthy", **changes.get(service, {})}
+        if fields.pop("gone", False):
+            continue
+        out.append(Container(service, f"p-{service}-1", "i" * 64, fields["image_ref"], "sha256:x", fields["status"],
+                             fields["health"], 0, False, 1.0, 0, "unless-stopped", "json-file", {}, (), "h"))
+    return tuple(out)
+
+
+def _current(release, **changes):
+    return ServerFacts(**{**FRESH.__dict__, "current": release.id, "releases": (release.id,),
+                          "images": frozenset(release.images.values()), "containers": _running(release, **changes)})
+
+
+def test_the_same_release_current_and_healthy_plans_nothing(env, release):
+    facts = _current(release)
     assert len(plan_for(env, release, facts)) == 0
     assert len(plan_for(env, release, facts, force=True)) > 0
+
+
+@pytest.mark.parametrize("changes, said", [
+    ({"worker": {"status": "exited", "health": None}}, "worker: exited"),
+    ({"beat": {"gone": True}}, "beat: no container"),
+    ({"api": {"image_ref": "jobagent/api:old"}}, "api: runs jobagent/api:old"),
+    ({"flower": {"health": "unhealthy"}}, "flower: unhealthy"),
+])
+def test_the_same_release_with_a_drifted_service_is_brought_back_under_the_lock(env, release, changes, said):
+    plan = plan_for(env, release, _current(release, **changes))
+    t = titles(plan)
+    assert t[0] == "take the deploy lock" and t[-1] == "release the deploy lock", t
+    up = next(s for s in plan if s.title.startswith("bring back"))
+    assert said in up.title and up.argv[-6:] == ("up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans")
+    assert not any(x.startswith(("build", "migrate", "upload", "ship", "mark")) for x in t), t
+    if "unhealthy" in said:  # compose would leave it: recreated by name first
+        assert any(x.startswith("recreate flower") for x in t)
+
+
+def test_an_image_the_server_lost_is_shipped_again_and_an_orphan_removed(env, release):
+    facts = _current(release)
+    orphan = Container("old-sidecar", "p-old-sidecar-1", "j" * 64, "busybox", "sha256:y", "running", None, 0, False,
+                       1.0, 0, "no", "json-file", {}, (), "h")
+    facts = ServerFacts(**{**facts.__dict__, "images": facts.images - {release.images["api"]},
+                           "containers": facts.containers + (orphan,)})
+    plan = plan_for(env, release, facts)
+    t = titles(plan)
+    assert f"ship {release.images['api']}" in t
+    assert any("old-sidecar: an orphan" in x for x in t)
 
 
 def test_a_release_already_on_disk_is_not_uploaded_again(env, release):
@@ -159,6 +242,19 @@ def test_old_releases_beyond_the_limit_are_pruned_but_never_the_current(env, rel
     prune = next(s for s in plan_for(env, release, facts) if s.title.startswith("remove"))
     removed = {p.rsplit("/", 1)[-1] for p in prune.argv[3:]}
     assert removed == {"r1", "r2"} and "r0" not in removed  # keep 5: r0 (current), r3..r5, new
+
+
+def test_images_no_kept_release_uses_are_pruned_after_the_releases_and_only_our_repositories(env, release):
+    on_disk = tuple(f"r{i}" for i in range(6))
+    facts = ServerFacts(**{**FRESH.__dict__, "current": "r0", "releases": on_disk})
+    plan = plan_for(env, release, facts)
+    t = titles(plan)
+    prune = next(s for s in plan if s.title.startswith("remove images of"))
+    assert t.index(prune.title) > t.index(next(x for x in t if x.startswith(f"mark {release.id} current")))
+    kept = [p.split("/releases/")[1].split("/")[0] for p in prune.argv[4:]]
+    assert sorted(kept) == sorted([release.id, "r0", "r3", "r4", "r5"])  # exactly the releases left on disk
+    assert "REPOS='jobagent/api jobagent/frontend'" in prune.argv[2]
+    assert deploy.kept_releases(on_disk, "r0", release.id, 5)[1] == ["r1", "r2"]
 
 
 # -- preflight and lock ---------------------------------------------------------------------------
@@ -242,5 +338,23 @@ def test_an_empty_server_parses_into_empty_facts():
 
 
 def test_run_steps_name_where_they_run(env, release):
-    plan = plan_for(env, release)
-    assert all(s.on == "server" for s in plan if isinstance(s, Run) and not s.title.startswith(("build", "import", "tag")))
+    plan = deploy.plan_deploy(env, release, FRESH, {}, "abc", deploy.Options(), None, ("a:1", "a:2", "b:1"))
+    local = ("build", "import", "tag", "remove 3 image tag(s) of older builds", "keep this machine's build cache")
+    here = [s.title for s in plan if isinstance(s, Run) and s.on == "local"]
+    assert here and all(t.startswith(local) for t in here), here
+    assert all(s.on == "server" for s in plan if isinstance(s, Run) and not s.title.startswith(local))
+
+
+def test_marking_a_release_current_touches_its_folder_so_rollback_finds_the_one_before():
+    step = deploy.mark_current(deploy.Layout("/srv/app"), "r7")
+    assert step.argv[-1].endswith("&& touch /srv/app/releases/r7")
+
+
+def test_caddy_is_reloaded_only_when_the_files_it_reads_change(env, release):
+    import hashlib
+    same = {"Caddyfile": hashlib.sha256(release.files["Caddyfile"].content).hexdigest()}
+    facts = ServerFacts(**{**FRESH.__dict__, "current": "old", "releases": ("old",), "caddy_files": same})
+    assert "reload caddy" not in titles(plan_for(env, release, facts))
+    other = ServerFacts(**{**facts.__dict__, "caddy_files": {"Caddyfile": "0" * 64}})
+    assert "reload caddy" in titles(plan_for(env, release, other))
+    assert "reload caddy" in titles(plan_for(env, release))  # nothing there yet

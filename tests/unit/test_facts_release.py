@@ -28,7 +28,7 @@ def test_an_unreadable_lock_is_still_a_lock():
 
 def test_the_release_facts_are_given_the_layout_paths():
     layout = Layout("/srv/app")
-    assert release.on_disk(layout).argv[-3:] == (layout.current, layout.releases, layout.lock_info)
+    assert release.on_disk(layout).argv[-4:] == (layout.current, layout.releases, layout.lock_info, layout.caddy)
     assert release.current(layout).argv[-5:] == (layout.current, layout.releases, layout.caddy, layout.lock_info,
                                                   layout.secrets)
 
@@ -60,3 +60,10 @@ def test_secrets_in_finds_plain_and_url_encoded_values():
     assert release.secrets_in("url: redis://:p%40ss%2Fword%2Blong@redis", secrets) == ["a"]
     assert release.secrets_in("short short", secrets) == []  # too short to tell from ordinary text
     assert release.secrets_in("x p@ss/word+long", secrets) == ["a"]
+
+
+def test_the_files_caddy_was_given_are_read_by_name_and_digest():
+    text = ("=====opskit:current=====\nreleases/r1\n=====opskit:releases=====\nr1\n=====opskit:lock=====\n"
+            "=====opskit:lock_renewed=====\n=====opskit:caddy_files=====\n" + "a" * 64 + "  ./Caddyfile\n"
+            + "b" * 64 + "  ./acme_ca_root.pem\n")
+    assert release.parse_on_disk(text).caddy_files == {"Caddyfile": "a" * 64, "acme_ca_root.pem": "b" * 64}

@@ -72,3 +72,13 @@ def test_gzip_on_the_wire_is_what_docker_load_reads(tmp_path):
     wire.close()
     plain = zlib.decompress(out.getvalue(), 31)
     assert "manifest.json" in names(plain) and wire.compressed == len(out.getvalue()) < wire.raw
+
+
+def test_room_is_the_new_layers_plus_the_inventorys_margin():
+    from opskit.ship import room_problem
+    mb = 1024 * 1024
+    assert room_problem("/var/lib/docker 3145728", 900 * mb, 2048, "a:1") is None  # 3072 MB free >= 900 + 2048
+    said = room_problem("/var/lib/docker 3145728", 1100 * mb, 2048, "a:1")
+    assert said.startswith("not enough room on the server for a:1: 3072 MB free under /var/lib/docker, its new "
+                           "layers take 1100 MB and 2048 MB must stay free (smoke.min_free_disk_mb)")
+    assert "could not read the free space" in room_problem("Cannot connect to the Docker daemon", 1, 1, "a:1")

@@ -109,6 +109,12 @@ def test_a_running_vps_without_this_key_gets_it(config):
     assert argvs(plan)[1][-1] == "vps-authorize"
 
 
+def test_a_running_vps_provisioned_for_another_key_is_refused_naming_the_fix(config):
+    with pytest.raises(VpsError, match="provisioned for another key than this checkout's .*`invoke vps.down`"):
+        vps_plan.plan_up(config, with_key(container=RUNNING, given_keys="ssh-ed25519 AAAAother x\n",
+                                          provisioned="deploy"))
+
+
 def test_a_stopped_vps_is_started(config):
     stopped = replace(RUNNING, state="exited")
     plan = vps_plan.plan_up(config, with_key(container=stopped))
