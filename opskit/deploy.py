@@ -409,8 +409,9 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
     if problems:
         raise DeployRefused("deploy refused, nothing was changed:\n" + "\n".join(f"  - {p}" for p in problems))
     local, parts = local_build_facts(env, release, options, refresh=not runner.dry_run)
+    # kept here: this release's images and those the server has (its kept releases', rollback targets)
     leftovers = prune.local_leftovers(images.repository_images(b.repository for b in env.builds.values()),
-                                      env.keep_releases, {b["image"] for b in release.builds.values()},
+                                      env.keep_releases, {b["image"] for b in release.builds.values()} | facts.images,
                                       parts) if parts else []  # nothing to build: nothing to bound here
     plan = plan_deploy(env, release, facts, local, revision, options, parts, tuple(leftovers))
     for name, why in sorted(parts.items()):

@@ -41,7 +41,7 @@ class Layered:
     """A build whose dependency part (`dockerfile.split`) is an image of its own, named by the
     digest of exactly what it reads: reused while that digest holds, rebuilt with no cache when not."""
 
-    image: str  # <repository>:deps-<digest>
+    image: str  # <repository, registry left out>:deps-<digest>
     digest: str
     split: dockerfile.Split
 
@@ -73,8 +73,16 @@ def dependency_parts(env, refresh: bool = False) -> dict:
             h.update(f"base\0{base}\0{bases[base].id}\0".encode())
         h.update(files_digest(build.context, files_read(build.context, split.context_sources)).encode())
         digest = h.hexdigest()
-        out[name] = Layered(f"{build.repository}:deps-{digest[:20]}", digest, split)
+        out[name] = Layered(f"{local_repository(build.repository)}:deps-{digest[:20]}", digest, split)
     return out
+
+
+def local_repository(repository: str) -> str:
+    """The repository without its registry (Docker's rule: a first part with a dot or a colon, or
+    `localhost`): a dependency image never leaves this machine, and an environment that pushes
+    to a registry builds on the same one as the others."""
+    first, sep, rest = repository.partition("/")
+    return rest if sep and ("." in first or ":" in first or first == "localhost") else repository
 
 
 def _build_argv(build, tag: str, labels: list, pull: bool, stdin_dockerfile: bool) -> list:

@@ -46,8 +46,8 @@ def server_images(env, layout: Layout, kept: list) -> Run:
 def local_leftovers(have: list[LocalImage], keep: int, building: dict, parts: dict) -> list[str]:
     """The tags of this machine's images of the build repositories (`have`) to remove: all but
     those of the newest `keep` releases (by the images' `opskit.release` label and creation time),
-    the images this deploy builds on (`building`: reference -> digest label it carries), and
-    the dependency images those stand on or this deploy's `parts` name."""
+    the images named in `building` (this deploy's, and those the server still has), and the
+    dependency images those stand on or this deploy's `parts` name."""
     def dependency_image(i: LocalImage) -> bool:  # a final image inherits the label, and has its own digest
         return LABEL_DEPENDENCY_DIGEST in i.labels and LABEL_DIGEST not in i.labels
 

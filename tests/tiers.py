@@ -1,16 +1,17 @@
-"""Every test tier in one run, the integration tier beside the e2e tier.
+"""Every test tier in one run: the unit and integration tiers beside the e2e tier.
 
 The e2e tier spends most of its time waiting on the simulated VPS (boots, health checks, image
-loads), so the integration tier, whose tests each use containers, ports and names of their own,
-runs at the same time in a second pytest. The unit tier runs first, and the image kit is built
-once before the two start (both use it). Each tier writes its own JUnit file; they are merged into
-the one asked for. The exit code is the first tier's that failed, pytest's own (5: no tests).
+loads), so the unit tier and then the integration tier (whose tests each use containers, ports and
+names of their own) run at the same time in a second process. The image kit is built once before
+the two start (both use it). Each tier writes its own JUnit file; they are merged into the one
+asked for. The exit code is the first tier's that failed, pytest's own (5: no tests collected).
 
     python -m tests.tiers build/test-results.xml
 """
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TIERS = ("unit", "integration", "e2e")
 
 
 def pytest_argv(tier: str, junit: Path) -> list[str]:
@@ -37,29 +39,33 @@ def merge(parts: list[Path], into: Path) -> None:
 
 def run(junit: Path) -> int:
     junit = junit if junit.is_absolute() else ROOT / junit
-    parts = {tier: junit.with_name(f"{junit.stem}-{tier}{junit.suffix}") for tier in ("unit", "integration", "e2e")}
-    codes = {"unit": subprocess.run(pytest_argv("unit", parts["unit"]), cwd=ROOT).returncode}
-
+    parts = {tier: junit.with_name(f"{junit.stem}-{tier}{junit.suffix}") for tier in TIERS}
+    codes = {}
     kit_built = subprocess.run([sys.executable, "-c", "from opskit.sim import kit; kit.build_kit()"], cwd=ROOT)
     if kit_built.returncode != 0:
         print("the image kit could not be built: the integration and e2e tiers need it", flush=True)
         codes["kit"] = kit_built.returncode
 
-    log = junit.with_name(f"{junit.stem}-integration.log")
+    # the unit tier, then the integration tier, each with its exit code, in one background shell
+    logs = {tier: junit.with_name(f"{junit.stem}-{tier}.log") for tier in ("unit", "integration")}
+    script = "; ".join(f"{shlex.join(pytest_argv(t, parts[t]))} > {shlex.quote(str(logs[t]))} 2>&1; "
+                       f"echo $? > {shlex.quote(str(logs[t]))}.exit" for t in logs)
     started = time.monotonic()
-    print(f"\n[tiers] the integration tier runs beside the e2e tier; its output follows the e2e tier's "
-          f"(and is in {log.relative_to(ROOT)})", flush=True)
-    with log.open("w") as out:
-        beside = subprocess.Popen(pytest_argv("integration", parts["integration"]), cwd=ROOT, stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            codes["e2e"] = subprocess.run(pytest_argv("e2e", parts["e2e"]), cwd=ROOT).returncode
-        finally:
-            codes["integration"] = beside.wait()
-    print(f"\n[tiers] the integration tier's output ({time.monotonic() - started:.0f}s for both):\n", flush=True)
-    print(log.read_text(), flush=True)
+    print(f"\n[tiers] the unit and integration tiers run beside the e2e tier; their output follows the "
+          f"e2e tier's (and is in {', '.join(str(p.relative_to(ROOT)) for p in logs.values())})", flush=True)
+    beside = subprocess.Popen(["sh", "-c", script], cwd=ROOT, stdin=subprocess.DEVNULL)
+    try:
+        codes["e2e"] = subprocess.run(pytest_argv("e2e", parts["e2e"]), cwd=ROOT).returncode
+    finally:
+        beside.wait()
+    for tier, log in logs.items():
+        print(f"\n[tiers] the {tier} tier's output ({time.monotonic() - started:.0f}s since the tiers started):\n",
+              flush=True)
+        print(log.read_text() if log.exists() else "(no output)", flush=True)
+        exit_file = log.with_name(log.name + ".exit")
+        codes[tier] = int(exit_file.read_text().strip()) if exit_file.exists() else 1
 
-    merge(list(parts.values()), junit)
+    merge([parts[t] for t in TIERS], junit)
     print(f"[tiers] exit codes: {', '.join(f'{t} {c}' for t, c in codes.items())}", flush=True)
     return next((c for c in codes.values() if c != 0), 0)
 

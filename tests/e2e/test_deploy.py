@@ -137,7 +137,8 @@ def _kept_images(live) -> set:
 
 def _code_change(tmp_path, n: int):
     api = copy_api(tmp_path / str(n))
-    (api / "app/main.py").write_text((api / "app/main.py").read_text() + f"\n# an e2e code-only change {n}\n")
+    # a new text each run: an image of the same inputs, built by an earlier run, would not be built again
+    (api / "app/main.py").write_text((api / "app/main.py").read_text() + f"\n# e2e code-only change {time.time_ns()}\n")
     return edited(lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from opskit import ROOT, dockerfile
 from opskit.sources import files_read
@@ -117,6 +117,7 @@ DEP_LINES = st.lists(st.sampled_from(["RUN apt-get update", "ARG X=1", "ENV B=2"
                                       "COPY --from=build /v /v", "USER root"]), max_size=6)
 
 
+@settings(deadline=None)  # the run may share its CPUs with the e2e tier
 @given(DEP_LINES, CODE_LINES)
 def test_the_two_parts_hold_every_line_of_the_final_stage_once(dep, code):
     """Whatever the lines: the dependency part ends where the first context copy starts, the code
@@ -130,3 +131,11 @@ def test_the_two_parts_hold_every_line_of_the_final_stage_once(dep, code):
     assert code_final == [l for l in dep if l.startswith("ARG ")] + ["COPY src /src"] + code
     # the first stage is the dependency part's only when the final stage copies from it
     assert split.context_sources == (("req",) if "COPY --from=build /v /v" in dep else ())
+
+
+def test_a_dependency_image_is_named_without_the_registry_it_never_goes_to():
+    from opskit.images import local_repository
+    assert local_repository("127.0.0.1:5000/jobagent/api") == "jobagent/api"
+    assert local_repository("registry.example.com/team/api") == "team/api"
+    assert local_repository("localhost/api") == "api"
+    assert local_repository("jobagent/api") == "jobagent/api" and local_repository("api") == "api"
