@@ -39,6 +39,7 @@ def merge(parts: list[Path], into: Path) -> None:
 
 def run(junit: Path) -> int:
     junit = junit if junit.is_absolute() else ROOT / junit
+    junit.parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no build/ yet: the logs go there
     parts = {tier: junit.with_name(f"{junit.stem}-{tier}{junit.suffix}") for tier in TIERS}
     codes = {}
     kit_built = subprocess.run([sys.executable, "-c", "from opskit.sim import kit; kit.build_kit()"], cwd=ROOT)
