@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from opskit import deploy, inventory, render, ship  # noqa: E402
+from opskit.errors import StepFailed  # noqa: E402
 from opskit.layout import Layout, compose_argv  # noqa: E402
 from opskit.runner import Runner  # noqa: E402
 from opskit.sources import source_revision  # noqa: E402
@@ -203,12 +204,16 @@ def main() -> int:
                                                              "<= 1 s", busy_result["slowest_s"] <= 1.0)
 
             # images after N code-only deploys
+            failed = []  # a deploy that fails is a finding too: its step, and the loop goes on
             for n in range(1, args.deploys):
-                run_deploy(load(code_change(raw, work, n), args.env), conn)
+                try:
+                    run_deploy(load(code_change(raw, work, n), args.env), conn)
+                except StepFailed as failure:
+                    failed.append(f"deploy {n + 1}: {failure.step.title}: {str(failure)[-300:]}")
             on_server, kept = project_images(env, conn)
             out["images_after_code_only_deploys"] = measure(
                 len(on_server), len(kept), "equal", on_server == kept, deploys=args.deploys,
-                extra=sorted(on_server - kept), missing=sorted(kept - on_server))
+                extra=sorted(on_server - kept), missing=sorted(kept - on_server), failed_deploys=failed)
             run_deploy(env, conn)  # leave the server on the committed sources
     finally:
         shutil.rmtree(work, ignore_errors=True)
