@@ -101,9 +101,7 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
                  phase=Phase.CONFIG)
     plan.add(db.migrate_step(env, folder), phase=Phase.CONFIG)
     plan.add(hand_caddy_volumes(env.project, release.images["caddy"]),
-             Run("start every service and wait until healthy",
-                 compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
-                 on=SERVER, stream=True, timeout=360), phase=Phase.START)
+             start_all(folder, "start every service and wait until healthy"), phase=Phase.START)
     if caddy_config_changed(release, facts):  # a reload with the same config would only cost a restart of its apps
         plan.add(reload_caddy(folder), phase=Phase.START)
     plan.add(mark_current(layout, release.id), phase=Phase.FINISH)
@@ -158,9 +156,8 @@ def plan_converge(env, release, facts, options: Options) -> Plan:
         plan.add(Run(f"recreate {', '.join(sick)} (not healthy)",
                      compose(folder, "up", "-d", "--no-deps", "--force-recreate", *sick),
                      on=SERVER, stream=True, timeout=360), phase=Phase.START)
-    plan.add(Run("bring back " + "; ".join(f"{s}: {why}" for s, why in wrong.items()),
-                 compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
-                 on=SERVER, stream=True, timeout=360), phase=Phase.START)
+    plan.add(start_all(folder, "bring back " + "; ".join(f"{s}: {why}" for s, why in wrong.items())),
+             phase=Phase.START)
     plan.add(release_lock(layout), phase=Phase.FINISH)
     return plan
 
@@ -249,9 +246,14 @@ def switch_to(layout: Layout, release_id: str, title: str) -> list:
     """Serve an existing release again: its config, its containers, Caddy reloaded (no build)."""
     folder = layout.release(release_id)
     return [install_config(layout, release_id),
-            Run(title, compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
-                on=SERVER, stream=True, timeout=360),
+            start_all(folder, title),
             reload_caddy(folder)]
+
+
+def start_all(folder: str, title: str) -> Run:
+    """Every service of the release in `folder` up, orphans removed, waited on until healthy."""
+    return Run(title, compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
+               on=SERVER, stream=True, timeout=360)
 
 
 def install_config(layout: Layout, release_id: str) -> Run:
