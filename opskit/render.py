@@ -22,6 +22,7 @@ import jinja2
 from . import ROOT, hardening
 from .errors import RenderError
 from .inventory import Environment
+from .inventory.model import WORKER_DEFAULT_GRACE, WORKER_STOP_MARGIN
 from .inventory.secrets import backup_secret_names, check_secret
 from .layout import Layout
 from .postgres import roles_script
@@ -265,7 +266,7 @@ def _compose_context(env: Environment, release: Release) -> dict:
             "environment": sorted([*environment, *_file_variables(name)]),
             "depends_on": depends_on,
             "resources": res.get(name),
-            "stop_grace_period": "30s" if name == "worker" else None,
+            "stop_grace_period": str(svc.stop_grace_period) if svc.stop_grace_period else None,
             "user": None, "ports": [], "volumes": [],
             **secrets(name),
         }
@@ -304,7 +305,7 @@ def _compose_context(env: Environment, release: Release) -> dict:
             **secrets("redis"),
         },
         app("api", [("postgres", healthy), ("redis", healthy)], app_env),
-        app("worker", [("postgres", healthy), ("redis", healthy)], app_env),
+        app("worker", [("postgres", healthy), ("redis", healthy)], [*app_env, *_worker_stop(env)]),
         app("beat", [("redis", healthy)], app_env),
         app("flower", [("redis", healthy)]),
         # not on the API: it would be recreated with every API deploy (see caddy below)
@@ -378,6 +379,15 @@ _VARIABLE = {"postgres_superuser_password": "POSTGRES_PASSWORD", "database_url_a
              "database_url_ui": "DATABASE_URL"}
 # files a program finds by their fixed path (the postgres init script, Redis's command line)
 _BY_PATH = {"postgres_admin_password", "postgres_ui_password", "redis_conf", "redis_password"}
+
+
+def _worker_stop(env: Environment) -> list[tuple[str, str]]:
+    """Docker's SIGTERM starts Celery's soft shutdown (REMAP_SIGTERM, a billiard setting): running
+    tasks get until the grace period less the margin to finish, then the worker requeues what is
+    still running (late acks) and exits, before Docker's SIGKILL could lose it."""
+    grace = env.services["worker"].stop_grace_period or WORKER_DEFAULT_GRACE
+    return [("REMAP_SIGTERM", "SIGQUIT"),
+            ("WORKER_SOFT_SHUTDOWN_SECONDS", f"{(grace.ms - WORKER_STOP_MARGIN.ms) / 1000:g}")]
 
 
 def _file_variables(service: str) -> list[tuple[str, str]]:

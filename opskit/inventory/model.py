@@ -9,6 +9,12 @@ from pathlib import Path
 from .. import ROOT, values
 
 APP_SERVICES = ("api", "worker", "beat", "flower", "frontend")
+# the worker's stop: Celery's soft shutdown lets running tasks finish for (grace - margin), then
+# requeues what is still running (late acks) before Docker's SIGKILL at the grace period
+WORKER_DEFAULT_GRACE = values.Duration(30_000)
+WORKER_STOP_MARGIN = values.Duration(5_000)
+WORKER_MIN_GRACE = values.Duration(10_000)
+MAX_GRACE = values.Duration(3_600_000)
 OFFICIAL_IMAGES = ("postgres", "redis", "caddy")
 LANGUAGES = ("python", "node")
 
@@ -101,13 +107,15 @@ class Build:
 
 @dataclass(frozen=True)
 class Service:
-    """An app process: which build it runs, its command, healthcheck and port."""
+    """An app process: which build it runs, its command, healthcheck and port, and how long it
+    may take to stop before Docker kills it (None: Docker's 10 s)."""
 
     name: str
     build: str
     command: tuple | None
     healthcheck: tuple
     port: int | None
+    stop_grace_period: values.Duration | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .. import values
 from .model import (APP_SERVICES, CSP, DEFAULT_CSP, LANGUAGES, OFFICIAL_IMAGES, SSE, TLS, Backup, Build, Domains,
-                    Environment, Logging, Postgres, Resources, Service, Smoke, Target, Vps, expand)
+                    MAX_GRACE, WORKER_DEFAULT_GRACE, WORKER_MIN_GRACE, WORKER_STOP_MARGIN, Environment, Logging,
+                    Postgres, Resources, Service, Smoke, Target, Vps, expand)
 from . import provisioning
 from .secrets import BACKUP_SECRET_NAMES, SECRET_NAMES
 
@@ -262,19 +263,32 @@ class Parser:
             if name not in raw:
                 continue
             keys = ("services", name)
-            self.section(keys, {"build", "command", "healthcheck", "port"})
+            self.section(keys, {"build", "command", "healthcheck", "port", "stop_grace_period"})
             build = self.text(*keys, "build")
             if build is not None and build not in builds:
                 self.fail(keys + ("build",), f"{values.shown(build)} is not a build (expected one of: {', '.join(sorted(map(str, builds)))})")
             command = self.typed(values.argv, *keys, "command", required=False)
             health = self.typed(values.argv, *keys, "healthcheck")
             port = self.typed(values.port, *keys, "port", required=False)
+            grace = self.stop_grace_period(name)
             if build is not None and health is not None:
-                out[name] = Service(name, build, command, health, port)
+                out[name] = Service(name, build, command, health, port, grace)
         for name in ("api", "flower", "frontend"):
             if name in out and out[name].port is None:
                 self.fail(("services", name, "port"), "is required: Caddy proxies to it")
         return out
+
+    def stop_grace_period(self, name: str) -> values.Duration | None:
+        """How long Docker waits after SIGTERM. The worker's bounds Celery's soft shutdown, which
+        ends WORKER_STOP_MARGIN before it so that unfinished tasks are requeued, not killed."""
+        least = WORKER_MIN_GRACE if name == "worker" else values.Duration(1000)
+        default = WORKER_DEFAULT_GRACE if name == "worker" else None
+        grace = self.typed(values.duration, "services", name, "stop_grace_period", required=False, default=default)
+        if grace is not None and not least.ms <= grace.ms <= MAX_GRACE.ms:
+            why = (f" (the worker's soft shutdown ends {WORKER_STOP_MARGIN} before it)" if name == "worker" else "")
+            self.fail(("services", name, "stop_grace_period"),
+                      f"{grace} is outside {least}..{MAX_GRACE}{why}; e.g. stop_grace_period: 30s")
+        return grace
 
     def postgres(self) -> Postgres | None:
         self.section(("postgres",), {"database", "superuser_role", "admin_role", "ui_role", "publish", "connection_limit"})

@@ -6,11 +6,13 @@ Paths, the compose argv and the container filter come from `opskit.layout`, as t
 
 from __future__ import annotations
 
+import copy
 import json
 import shlex
+import shutil
 import time
 
-from opskit import ROOT, deploy, render
+from opskit import ROOT, deploy, inventory, render
 from opskit import facts
 from opskit.facts import docker as docker_facts
 from opskit.layout import SERVICE_LABEL, Layout, compose_argv, project_filter
@@ -175,3 +177,33 @@ def inventory_copy(folder, edit=None):
     path = folder / "inventory.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def edited(edit) -> inventory.Environment:
+    """The `local` environment of the repository's inventory after `edit(raw)` (its secrets as
+    `invoke deploy` made them)."""
+    import yaml
+
+    raw = copy.deepcopy(yaml.safe_load((ROOT / "inventory.yaml").read_text()))
+    edit(raw)
+    return inventory.parse(raw, "local", base=ROOT)
+
+
+def copy_api(folder):
+    """A copy of the API's build context in `folder`/api."""
+    api = folder / "api"
+    shutil.copytree(ROOT / "tests/fixtures/app/api", api, ignore=shutil.ignore_patterns("__pycache__"))
+    return api
+
+
+def code_change(folder, edit=None) -> inventory.Environment:
+    """`local` with the API built from a copy whose main.py has one comment more, after `edit(raw)`."""
+    api = copy_api(folder)
+    # a new text each run: an image of the same inputs, built by an earlier run, would not be built again
+    (api / "app/main.py").write_text((api / "app/main.py").read_text() + f"\n# e2e code-only change {time.time_ns()}\n")
+
+    def change(raw):
+        raw["defaults"]["builds"]["api"].update(context=str(api))
+        if edit:
+            edit(raw)
+    return edited(change)

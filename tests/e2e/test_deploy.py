@@ -3,15 +3,12 @@ faults: a failing import check, a failing migration, a held lock, and a rollback
 
 from __future__ import annotations
 
-import copy
 import json
-import shutil
 import subprocess
 import time
 import urllib.request
 
 import pytest
-import yaml
 
 from opskit import ROOT, deploy, inventory, render, ship, smoke
 from opskit.errors import DeployRefused, StepFailed
@@ -21,21 +18,10 @@ from opskit.sim import vps
 from opskit.sim.vps_config import VpsConfig
 from opskit.ssh import system_ssh_argv
 from opskit.steps import SERVER, Plan, Run, ShipImage
+from tests.e2e.live import code_change, copy_api, edited
 from tests.integration.caddy_process import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def edited(edit) -> inventory.Environment:
-    raw = copy.deepcopy(yaml.safe_load((ROOT / "inventory.yaml").read_text()))
-    edit(raw)
-    return inventory.parse(raw, "local", base=ROOT)
-
-
-def copy_api(tmp_path):
-    folder = tmp_path / "api"
-    shutil.copytree(ROOT / "tests/fixtures/app/api", folder, ignore=shutil.ignore_patterns("__pycache__"))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -135,18 +121,11 @@ def _kept_images(live) -> set:
     return {ref for ref in named.split() if ref.startswith(repos)}
 
 
-def _code_change(tmp_path, n: int):
-    api = copy_api(tmp_path / str(n))
-    # a new text each run: an image of the same inputs, built by an earlier run, would not be built again
-    (api / "app/main.py").write_text((api / "app/main.py").read_text() + f"\n# e2e code-only change {time.time_ns()}\n")
-    return edited(lambda raw: raw["defaults"]["builds"]["api"].update(context=str(api)))
-
-
 def test_a_code_only_change_ships_only_code_layers_and_the_server_keeps_only_kept_images(live, tmp_path):
     # the first change builds the dependency image if this machine lacks it (a warm one has the
     # final image of the current sources, so the deploy from nothing built nothing)
-    live.deploy(_code_change(tmp_path, 1))
-    outcome = live.deploy(_code_change(tmp_path, 2))
+    live.deploy(code_change(tmp_path / "1"))
+    outcome = live.deploy(code_change(tmp_path / "2"))
     titles = [title for title, _ in outcome.steps]
     assert any(t.startswith("build api image") and "(code layers, no cache, on jobagent/api:deps-" in t
                for t in titles), titles

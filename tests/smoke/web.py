@@ -47,7 +47,7 @@ class Web:
         return _SNIConnection(self.address, self.https_port, domain, self.context, timeout)
 
     def request(self, domain: str, path: str, headers=None, method: str = "GET", scheme: str = "https",
-                timeout: float = 10) -> Response:
+                timeout: float = 10, body: bytes | None = None) -> Response:
         if scheme == "https":
             conn = self.connection(domain, timeout)
         else:
@@ -55,7 +55,7 @@ class Web:
         try:
             conn.connect()
             cert = conn.sock.getpeercert() if scheme == "https" else None
-            conn.request(method, path, headers={"Host": domain, "Connection": "close", **(headers or {})})
+            conn.request(method, path, body=body, headers={"Host": domain, "Connection": "close", **(headers or {})})
             resp = conn.getresponse()
             merged: dict[str, str] = {}
             for k, v in resp.getheaders():

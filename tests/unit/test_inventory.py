@@ -84,6 +84,23 @@ def test_a_duration_that_does_not_parse(make_env):
                         "(expected e.g. 600s, 10m, 1h30m or 250ms)"]
 
 
+def test_a_stop_grace_period_is_read_per_service_and_the_worker_has_one_by_default(make_env):
+    env = make_env("staging")
+    assert str(env.services["worker"].stop_grace_period) == "30s" and env.services["api"].stop_grace_period is None
+    env = make_env("staging", lambda raw: raw["defaults"]["services"]["api"].update(stop_grace_period="45s"))
+    assert str(env.services["api"].stop_grace_period) == "45s"
+
+
+@pytest.mark.parametrize("service, value, bounds", [("worker", "9s", "10s..3600s"), ("worker", "2h", "10s..3600s"),
+                                                    ("api", "500ms", "1s..3600s")])
+def test_a_stop_grace_period_out_of_bounds_is_named_with_its_bounds(make_env, service, value, bounds):
+    problems = problems_of(make_env, "staging",
+                           lambda raw: raw["defaults"]["services"][service].update(stop_grace_period=value))
+    assert len(problems) == 1 and problems[0].startswith(f"defaults.services.{service}.stop_grace_period: "), problems
+    assert f"is outside {bounds}" in problems[0] and "e.g. stop_grace_period: 30s" in problems[0]
+    assert ("soft shutdown ends 5s before it" in problems[0]) == (service == "worker")
+
+
 def test_an_import_check_that_is_not_a_module_path(make_env):
     def edit(raw):
         raw["defaults"]["builds"]["api"]["import_checks"] = ["alembic.config:Config", "import celery"]

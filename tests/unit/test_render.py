@@ -178,6 +178,22 @@ def test_every_service_has_a_healthcheck(compose):
         assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
 
 
+def test_the_worker_stops_with_a_soft_shutdown_that_ends_before_its_grace_period(make_env):
+    def edit(raw):
+        raw["defaults"]["services"]["worker"]["stop_grace_period"] = "12s"
+        raw["defaults"]["services"]["api"]["stop_grace_period"] = "20s"
+    services = yaml.safe_load(render.render(make_env("staging", edit)).files["docker-compose.yml"].content)["services"]
+    assert services["worker"]["stop_grace_period"] == "12s" and services["api"]["stop_grace_period"] == "20s"
+    assert services["worker"]["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
+    assert services["worker"]["environment"]["WORKER_SOFT_SHUTDOWN_SECONDS"] == "7"
+    assert "stop_grace_period" not in services["beat"] and "REMAP_SIGTERM" not in services["beat"]["environment"]
+
+
+def test_the_worker_stops_within_30s_when_the_inventory_says_nothing(compose):
+    worker = compose["services"]["worker"]
+    assert worker["stop_grace_period"] == "30s" and worker["environment"]["WORKER_SOFT_SHUTDOWN_SECONDS"] == "25"
+
+
 def test_order_waits_for_health_where_it_matters(compose):
     def deps(name):
         return {k: v["condition"] for k, v in compose["services"][name].get("depends_on", {}).items()}
