@@ -20,7 +20,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 
-from . import db, facts as facts_of, hardening, images, lock, prisma, prune, render
+from . import db, facts as facts_of, hardening, images, lock, prisma, prune, render, rollout
 from .errors import ConnectionFailed, ConnectionLost, DeployRefused, StepFailed
 from .layout import Layout, compose_argv as compose
 from .render import ACME_CA_ROOT_FILE, BACKUP_SCRIPT_FILE, backup_script
@@ -100,8 +100,9 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
         plan.add(skipped_backup(release.id, options) if options.skip_backup else backup_before_migrating(env, folder),
                  phase=Phase.CONFIG)
     plan.add(db.migrate_step(env, folder), phase=Phase.CONFIG)
-    plan.add(hand_caddy_volumes(env.project, release.images["caddy"]),
-             start_all(folder, "start every service and wait until healthy"), phase=Phase.START)
+    plan.add(hand_caddy_volumes(env.project, release.images["caddy"]), *start_first(env, folder),
+             start_all(folder, "start every other service and wait until healthy", rollout.the_others(env)),
+             phase=Phase.START)
     if caddy_config_changed(release, facts):  # a reload with the same config would only cost a restart of its apps
         plan.add(reload_caddy(folder), phase=Phase.START)
     plan.add(mark_current(layout, release.id), phase=Phase.FINISH)
@@ -230,7 +231,7 @@ def plan_recovery(env, release, facts, started: bool) -> Plan:
     layout = Layout(env.remote_dir)
     plan = Plan(f"recover from a failed deploy of {release.id}")
     if started and facts.current and facts.current != release.id:
-        plan.add(*switch_to(layout, facts.current, f"bring the previous release {facts.current} back"))
+        plan.add(*switch_to(env, facts.current, f"bring the previous release {facts.current} back"))
     if release.id not in facts.releases and release.id != facts.current:
         plan.add(Run(f"remove the unfinished release {release.id}",
                      ["rm", "-rf", "--", layout.release(release.id), layout.partial(release.id)], on=SERVER))
@@ -242,17 +243,29 @@ def plan_recovery(env, release, facts, started: bool) -> Plan:
     return plan
 
 
-def switch_to(layout: Layout, release_id: str, title: str) -> list:
-    """Serve an existing release again: its config, its containers, Caddy reloaded (no build)."""
+def switch_to(env, release_id: str, title: str) -> list:
+    """Serve an existing release again: its config, its containers (those that serve traffic
+    start-first), Caddy reloaded (no build)."""
+    layout = Layout(env.remote_dir)
     folder = layout.release(release_id)
     return [install_config(layout, release_id),
-            start_all(folder, title),
+            *start_first(env, folder),
+            start_all(folder, title, rollout.the_others(env)),
             reload_caddy(folder)]
 
 
-def start_all(folder: str, title: str) -> Run:
-    """Every service of the release in `folder` up, orphans removed, waited on until healthy."""
-    return Run(title, compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
+def start_first(env, folder: str) -> list:
+    """Before the rest: the services Caddy proxies to, each replaced new-beside-old, then beat on
+    its own (`rollout`)."""
+    return [*(rollout.start_first_step(folder, env.project, name) for name in rollout.START_FIRST
+              if name in env.services),
+            *(rollout.on_its_own_step(folder, name) for name in rollout.ON_ITS_OWN if name in env.services)]
+
+
+def start_all(folder: str, title: str, services=()) -> Run:
+    """Every service of the release in `folder` (or those named) up, orphans removed, waited on
+    until healthy."""
+    return Run(title, compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans", *services),
                on=SERVER, stream=True, timeout=360)
 
 
@@ -521,7 +534,7 @@ def rollback(env, connection, runner, to: str | None = None) -> str:
     layout = Layout(env.remote_dir)
     plan = Plan(f"roll back {env.name} from {facts.current} to {to}")
     plan.add(acquire_lock(layout, to, Options(), breaking=False), phase=Phase.LOCK)
-    plan.add(*switch_to(layout, to, f"start release {to} and wait until healthy"), phase=Phase.START)
+    plan.add(*switch_to(env, to, f"start release {to} and wait until healthy"), phase=Phase.START)
     plan.add(mark_current(layout, to), release_lock(layout), phase=Phase.FINISH)
     try:
         runner.run(plan)

@@ -21,7 +21,6 @@ Traffic goes to 127.0.0.1 only. The server is left on the committed sources.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import copy
 import json
 import shutil
@@ -29,7 +28,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -44,50 +42,10 @@ from opskit.layout import Layout, compose_argv  # noqa: E402
 from opskit.runner import Runner  # noqa: E402
 from opskit.sources import source_revision  # noqa: E402
 from opskit.ssh import Connection  # noqa: E402
+from tests.e2e.load import Load  # noqa: E402
 from tests.smoke.web import Web  # noqa: E402
 
 BUILD_STEPS = ("build ", "import checks", "tag ", "prisma guard")
-
-
-class Load(threading.Thread):
-    """GET https://api.<domain>/health through Caddy at `rate` requests a second, each on its own
-    connection and thread (a slow answer does not slow the rate); a non-200 or an error fails."""
-
-    def __init__(self, web: Web, domain: str, rate: float):
-        super().__init__(daemon=True)
-        self.web, self.domain, self.rate = web, domain, rate
-        self.stop = threading.Event()
-        self.sent = self.failed = 0
-        self.slowest = 0.0
-        self.reasons: dict = {}
-        self.lock = threading.Lock()
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=64)
-
-    def one(self) -> None:
-        started, reason = time.monotonic(), None
-        try:
-            status = self.web.request(self.domain, "/health", timeout=30).status
-            reason = None if status == 200 else f"HTTP {status}"
-        except Exception as exc:  # noqa: BLE001  (any failure of a request is counted, by its kind)
-            reason = type(exc).__name__
-        with self.lock:
-            self.slowest = max(self.slowest, time.monotonic() - started)
-            if reason:
-                self.failed += 1
-                self.reasons[reason] = self.reasons.get(reason, 0) + 1
-
-    def run(self) -> None:
-        start = time.monotonic()
-        while not self.stop.is_set():
-            self.sent += 1
-            self.pool.submit(self.one)
-            time.sleep(max(0.0, start + self.sent / self.rate - time.monotonic()))
-
-    def finish(self) -> dict:
-        self.stop.set()
-        self.join()
-        self.pool.shutdown(wait=True)
-        return {"sent": self.sent, "failed": self.failed, "slowest_s": round(self.slowest, 3), "reasons": self.reasons}
 
 
 def load(raw: dict, name: str):
@@ -173,13 +131,13 @@ def main() -> int:
                                            steps=len(outcome.steps))
 
             # the load alone for a while, then the same load during a code-only deploy
-            quiet = Load(web, env.domains.api, args.rate)
+            quiet = Load(web, [(env.domains.api, "/health")], args.rate)
             quiet.start()
             time.sleep(args.quiet)
             quiet_result = quiet.finish()
             changed = load(code_change(raw, work, 0), args.env)
             server_layers = deploy.gather(changed, conn).layers
-            busy = Load(web, env.domains.api, args.rate)
+            busy = Load(web, [(env.domains.api, "/health")], args.rate)
             busy.start()
             deploy_s, outcome = timed(lambda: run_deploy(changed, conn))
             busy_result = busy.finish()

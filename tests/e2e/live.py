@@ -57,10 +57,11 @@ class Live:
         self.deploy(self.env)
         return self
 
-    def deploy(self, env, **options) -> deploy.Outcome:
-        """`invoke deploy` of `env` (the local one, or an edited copy) over this connection."""
+    def deploy(self, env, out=None, **options) -> deploy.Outcome:
+        """`invoke deploy` of `env` (the local one, or an edited copy) over this connection; its
+        progress to `out` (stderr)."""
         self.remote.client()  # (re)connects when the link is down, host key checked
-        self.outcome = deploy.deploy(env, render.render(env), self.connection, Runner(self.connection),
+        self.outcome = deploy.deploy(env, render.render(env), self.connection, Runner(self.connection, out=out),
                                      deploy.Options(**options), source_revision(ROOT))
         return self.outcome
 
@@ -82,6 +83,12 @@ class Live:
 
     def sh(self, script: str, **kw) -> Completed:
         return self.run(["sh", "-c", script], **kw)
+
+    def psql(self, sql: str) -> str:
+        """`sql` run by the admin role in the app's database (unaligned, `|` between columns)."""
+        pg = self.env.postgres
+        return self.out(["docker", "exec", self.container("postgres"), "psql", "-X", "-At", "-U", pg.admin_role,
+                         "-d", pg.database, "-c", sql]).strip()
 
     # -- the current release
 

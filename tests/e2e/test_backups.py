@@ -94,16 +94,10 @@ def post_runs(live, env, n: int) -> set[str]:
     return made
 
 
-def psql(live, sql: str) -> str:
-    pg = live.env.postgres
-    return live.out(["docker", "exec", live.container("postgres"), "psql", "-X", "-At", "-U", pg.admin_role,
-                     "-d", pg.database, "-c", sql]).strip()
-
-
 def run_ids(live, since: str | None = None) -> set[str]:
     """The ids in `runs`, or those created after `since` (a timestamp the server's Postgres gave)."""
     where = f" WHERE created_at > '{since}'" if since else ""
-    return set(psql(live, f"SELECT id FROM runs{where}").split())
+    return set(live.psql(f"SELECT id FROM runs{where}").split())
 
 
 def test_a_backup_is_listed_downloaded_and_proven_by_a_drill(site, live, tmp_path):
@@ -175,7 +169,7 @@ def test_a_lost_database_comes_back_from_the_off_server_backup(site, live, tmp_p
     refused = site.invoke("db.restore", "-e", ENV, "--live", check=False)
     assert refused.returncode != 0 and "--yes" in refused.stderr, refused.stderr  # no terminal, no --yes
 
-    started = psql(live, "SELECT now()")
+    started = live.psql("SELECT now()")
     done = site.invoke("db.restore", "-e", ENV, "--live", "--yes", timeout=1200)
     assert "restored snapshot" in done.stdout, done.stdout + done.stderr
     # every row of the backup, and beside them only what the restore's own smoke run wrote (its SSE check)
@@ -237,7 +231,7 @@ def test_a_failed_migration_is_undone_by_its_pre_migration_backup(site, live, mi
     listed = site.invoke("db.backups", "-e", ENV).stdout.splitlines()
     newest = listed[0]  # the backup taken before the migration (retention may have let an older one of today go)
     assert newest not in listed_before and "revision 0002" in newest, listed
-    started = psql(live, "SELECT now()")
+    started = live.psql("SELECT now()")
     done = site.invoke("db.restore", "-e", ENV, "--live", "--yes", "--snapshot", newest.split()[0], timeout=1200)
     assert "revision 0002" in done.stdout, done.stdout
     after = run_ids(live)
@@ -263,7 +257,7 @@ def test_no_backup_at_head_and_no_migration_when_the_backup_fails(site, live, mi
     with pytest.raises(OpskitError) as failed:
         live.deploy(bad)
     assert "backup before migrating" in str(failed.value), failed.value
-    assert psql(live, "SELECT version_num FROM alembic_version") == "0002"
+    assert live.psql("SELECT version_num FROM alembic_version") == "0002"
     assert rows and run_ids(live) == rows, "the migration ran"
     assert live.manifest["release"] == current
     assert live.out(["sha256sum", site.env.remote_dir + "/backups/bin/backup.sh"]) == script

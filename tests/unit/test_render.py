@@ -277,9 +277,12 @@ def test_one_site_per_domain_its_redirect_and_a_404_for_other_names(env, caddy):
     assert sorted(sites) == sorted(domains + [f"http://{d}" for d in domains] + ["http://", "https://"])
 
 
-def test_the_api_streams_unbuffered_with_the_inventory_read_timeout(env, caddy):
-    proxy = caddyfile.site(caddy, env.domains.api).find("reverse_proxy")
-    assert proxy.words == ["reverse_proxy", "api:8000"]
+@pytest.mark.parametrize("site, upstream", [("api", "api:8000"), ("app", "frontend:3000")])
+def test_the_api_and_the_apps_stream_route_stream_unbuffered_with_the_inventory_read_timeout(env, caddy, site,
+                                                                                             upstream):
+    proxy = caddyfile.site(caddy, getattr(env.domains, site)).find("reverse_proxy")
+    assert proxy.words == ["reverse_proxy", upstream]
+    assert proxy.find("stream_close_delay").words == ["stream_close_delay", str(env.sse.stream_close_delay)]
     assert proxy.find("flush_interval").words == ["flush_interval", "-1"]
     assert proxy.find("transport", "read_timeout").words == ["read_timeout", str(env.sse.read_timeout)]
     assert str(env.sse.read_timeout) == "600s"

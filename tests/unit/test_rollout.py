@@ -1,0 +1,93 @@
+"""The start-first script, run by a real `sh` against a fake `docker` that records what it was
+asked and answers from a scripted state (the real engine runs it in the e2e tier)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from opskit import rollout, smoke
+
+FAKE_DOCKER = r"""#!/bin/sh
+# argv to the log; answers from $STATE: want (the new config hash), running, all, hash_<id>, up_fails
+echo "$*" >> "$STATE/log"
+case "$*" in
+  *"config --hash"*) echo "api $(cat "$STATE/want")";;
+  *"ps -q"*"status=exited"*) cat "$STATE/dead" 2>/dev/null;;
+  *"ps -q"*" -a"*) cat "$STATE/all";;
+  *"ps -q"*) cat "$STATE/running";;
+  "inspect -f"*) cat "$STATE/hash_$4";;
+  *" up -d "*) echo n1 >> "$STATE/all"; [ -f "$STATE/up_fails" ] && exit 1;;
+  "logs"*) echo "the new container's log line";;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def docker(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+
+    def run(want, running, hashes, up_fails=False, dead=()):
+        (state / "want").write_text(want)
+        (state / "running").write_text("\n".join(running))
+        (state / "all").write_text("\n".join([*running, *dead]) + "\n")
+        (state / "dead").write_text("\n".join(dead))
+        for cid, value in hashes.items():
+            (state / f"hash_{cid}").write_text(value)
+        if up_fails:
+            (state / "up_fails").write_text("")
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STATE": str(state)}
+        done = subprocess.run(["sh", "-c", rollout.script("/srv/r/1", "jobagent", "api")], env=env,
+                              capture_output=True, text=True)
+        log = (state / "log").read_text().splitlines()
+        return done, log
+    return run
+
+
+def test_a_container_of_the_old_config_stops_only_after_the_new_one_is_up_and_healthy(docker):
+    done, log = docker("new", ["o1"], {"o1": "old"})
+    assert done.returncode == 0, done.stderr
+    up = next(i for i, line in enumerate(log) if " up -d " in line)
+    assert "--no-deps --no-recreate --scale api=2 --wait" in log[up]
+    assert log[up + 1:] == ["stop o1", "rm o1"]
+    assert "stopping the old one gracefully" in done.stdout
+
+
+def test_nothing_is_touched_when_the_running_container_has_the_new_config(docker):
+    done, log = docker("same", ["o1"], {"o1": "same"})
+    assert done.returncode == 0 and "already runs this release" in done.stdout
+    assert not any(" up " in line or line.startswith(("stop", "rm")) for line in log), log
+
+
+def test_with_none_running_the_service_is_started_on_its_own(docker):
+    done, log = docker("new", [], {})
+    assert done.returncode == 0 and "none running; starting it" in done.stdout
+    [up] = [line for line in log if " up " in line]
+    assert up.endswith("up -d --no-deps --wait --wait-timeout 300 api") and "--scale" not in up, up
+
+
+def test_the_others_are_every_service_but_those_replaced_start_first_or_on_their_own(env):
+    others = rollout.the_others(env)
+    assert "api" not in others and "frontend" not in others and "beat" not in others
+    assert set(others) | {"api", "frontend", "beat"} == set(smoke.expected_services(env))
+
+
+def test_a_new_container_that_never_gets_healthy_is_removed_and_the_old_one_kept(docker):
+    done, log = docker("new", ["o1"], {"o1": "old"}, up_fails=True)
+    assert done.returncode == 1
+    assert "rm -f n1" in log and "stop o1" not in log and "rm o1" not in log, log
+    assert "the old one serves on" in done.stderr and "the new container's log line" in done.stderr
+
+
+def test_a_stopped_container_of_the_service_is_removed_before_the_scale_up(docker):
+    done, log = docker("new", ["o1"], {"o1": "old"}, dead=["x9"])
+    assert done.returncode == 0, done.stderr
+    assert log.index("rm -f x9") < next(i for i, line in enumerate(log) if " up -d " in line)
