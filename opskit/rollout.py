@@ -19,6 +19,10 @@ import shlex
 
 from .layout import CONFIG_HASH_LABEL, compose_argv, project_filter
 from .smoke import expected_services
+
+# No `--no-deps` in any `up` here: it drops the service's depends_on from its config, so the
+# container would not be what the release describes, and the next `up` (or the smoke suite's
+# dry run) would recreate it, stop-first. The dependencies run already: `up` leaves them be.
 from .steps import SERVER, Run
 
 #: the services Caddy proxies to that are replaced start-first (Flower is an operator's page)
@@ -42,7 +46,7 @@ dead=$({listed} -a --filter status=exited --filter status=created --filter statu
 old=$({listed})
 if [ -z "$old" ]; then
   echo "{service}: none running; starting it"
-  exec {compose} up -d --no-deps --wait --wait-timeout {WAIT_SECONDS} {svc}
+  exec {compose} up -d --wait --wait-timeout {WAIT_SECONDS} {svc}
 fi
 stale=""
 for id in $old; do
@@ -50,7 +54,7 @@ for id in $old; do
 done
 if [ -z "$stale" ]; then echo "{service}: already runs this release"; exit 0; fi
 count=$(echo $old | wc -w)
-if ! {compose} up -d --no-deps --no-recreate --scale {svc}=$((count + 1)) --wait --wait-timeout {WAIT_SECONDS} {svc}; then
+if ! {compose} up -d --no-recreate --scale {svc}=$((count + 1)) --wait --wait-timeout {WAIT_SECONDS} {svc}; then
   new=""
   for id in $({listed} -a); do
     case " $old " in *" $id "*) ;; *) new="$new $id";; esac
@@ -75,16 +79,15 @@ ON_ITS_OWN = ("beat",)
 
 
 def the_others(env) -> list[str]:
-    """Every service of a release but those replaced start-first or on their own, which the `up`
-    of the rest must not name: Compose 2.26 recreated (stop-first) a container a scale-up had
-    just made."""
+    """Every service of a release but those replaced start-first or on their own (an `up` of all
+    would wait for the worker's stop before it starts anything new)."""
     apart = {*START_FIRST, *ON_ITS_OWN} & set(env.services)
     return [name for name in expected_services(env) if name not in apart]
 
 
 def on_its_own_step(folder: str, service: str) -> Run:
     return Run(f"replace {service} on its own (stop-first: never two at once)",
-               compose_argv(folder, "up", "-d", "--no-deps", "--wait", "--wait-timeout", str(WAIT_SECONDS), service),
+               compose_argv(folder, "up", "-d", "--wait", "--wait-timeout", str(WAIT_SECONDS), service),
                on=SERVER, stream=True, timeout=WAIT_SECONDS + 60)
 
 

@@ -56,7 +56,7 @@ def test_a_container_of_the_old_config_stops_only_after_the_new_one_is_up_and_he
     done, log = docker("new", ["o1"], {"o1": "old"})
     assert done.returncode == 0, done.stderr
     up = next(i for i, line in enumerate(log) if " up -d " in line)
-    assert "--no-deps --no-recreate --scale api=2 --wait" in log[up]
+    assert "--no-recreate --scale api=2 --wait" in log[up]
     assert log[up + 1:] == ["stop o1", "rm o1"]
     assert "stopping the old one gracefully" in done.stdout
 
@@ -71,7 +71,7 @@ def test_with_none_running_the_service_is_started_on_its_own(docker):
     done, log = docker("new", [], {})
     assert done.returncode == 0 and "none running; starting it" in done.stdout
     [up] = [line for line in log if " up " in line]
-    assert up.endswith("up -d --no-deps --wait --wait-timeout 300 api") and "--scale" not in up, up
+    assert up.endswith("up -d --wait --wait-timeout 300 api") and "--scale" not in up, up
 
 
 def test_the_others_are_every_service_but_those_replaced_start_first_or_on_their_own(env):
@@ -91,3 +91,9 @@ def test_a_stopped_container_of_the_service_is_removed_before_the_scale_up(docke
     done, log = docker("new", ["o1"], {"o1": "old"}, dead=["x9"])
     assert done.returncode == 0, done.stderr
     assert log.index("rm -f x9") < next(i for i, line in enumerate(log) if " up -d " in line)
+
+
+def test_no_up_drops_the_services_dependencies_from_its_config(env):
+    # --no-deps makes a container whose config hash is not the release's: the next `up` recreates it
+    assert "--no-deps" not in rollout.script("/srv/r/1", "jobagent", "api")
+    assert "--no-deps" not in rollout.on_its_own_step("/srv/r/1", "beat").argv
