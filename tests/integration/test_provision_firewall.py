@@ -194,7 +194,10 @@ def lab(tmp_path_factory, kit_images):
             done = box.run(["sh", "-c", SETUP, "setup", WEB], stdin=Path(f"{key}.pub").read_bytes(), timeout=900)
             assert done.returncode == 0, done.output[-2000:]
             timed("install Docker, nftables, sudo; deploy user; web containers", started)
-            docker("network", "create", "--ipv6", "--subnet", f"fd{v6[:2]}:{v6[2:6]}:{v6[6:10]}::/64", network)
+            # an IPv4 subnet of its own: one from Docker's pool can be the very one the box's own
+            # engine gave its web network (CI saw 172.18.0.0/16 twice, and the connect refused)
+            docker("network", "create", "--ipv6", "--subnet", f"fd{v6[:2]}:{v6[2:6]}:{v6[6:10]}::/64",
+                   "--subnet", f"10.214.{int(v6[10:12], 16)}.0/24", network)
             docker("network", "connect", network, box.name)
             docker("run", "-d", "--name", probe, "--network", network, PROBE_IMAGE, "sleep", "infinity")
             lab = Lab(box, network, probe, key, tmp / "known_hosts", settings, bare)
