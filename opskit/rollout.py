@@ -10,7 +10,10 @@ Caddy needs no reload: it dials the service's name, which Docker's DNS answers w
 container of the service; a dial refused by a stopping one goes on to the next address, and a
 refused dial is one Caddy retries anyway (`lb_try_duration`).
 
-If the new container does not become healthy, it is removed and the old one serves on untouched.
+If the new container does not become healthy, it is removed and the whole release is brought up
+stop-first, as before start-first (an upgrade from a release whose other services lack what the new
+container needs, seen in CI: Postgres not yet on the frontend's network); if that fails too, the
+deploy fails and its recovery brings the previous release back.
 """
 
 from __future__ import annotations
@@ -64,8 +67,11 @@ if ! {compose} up -d --no-recreate --scale {svc}=$((count + 1)) --wait --wait-ti
     docker logs --tail 30 "$id" >&2 2>&1
   done
   [ -z "$new" ] || docker rm -f $new >/dev/null
-  echo "{service}: the new container did not become healthy; it is removed and the old one serves on" >&2
-  exit 1
+  # what a release before might lack beside it (a service it needs on a network it was not on)
+  # only the whole `up` brings: fall back to it, stop-first, as deploys were before start-first
+  echo "{service}: the new container did not become healthy beside the old; it is removed, and the" \
+       "whole release is brought up stop-first instead" >&2
+  exec {compose} up -d --wait --wait-timeout {WAIT_SECONDS} --remove-orphans
 fi
 echo "{service}: the new container is healthy beside the old; stopping the old one gracefully"
 docker stop $stale >/dev/null && docker rm $stale >/dev/null

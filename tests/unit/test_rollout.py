@@ -80,11 +80,12 @@ def test_the_others_are_every_service_but_those_replaced_start_first_or_on_their
     assert set(others) | {"api", "frontend", "beat"} == set(smoke.expected_services(env))
 
 
-def test_a_new_container_that_never_gets_healthy_is_removed_and_the_old_one_kept(docker):
+def test_a_new_container_that_never_gets_healthy_is_removed_then_the_whole_release_comes_up_stop_first(docker):
     done, log = docker("new", ["o1"], {"o1": "old"}, up_fails=True)
-    assert done.returncode == 1
+    assert done.returncode == 1  # the fake's whole `up` fails as well
     assert "rm -f n1" in log and "stop o1" not in log and "rm o1" not in log, log
-    assert "the old one serves on" in done.stderr and "the new container's log line" in done.stderr
+    assert log[-1].endswith("up -d --wait --wait-timeout 300 --remove-orphans"), log
+    assert "brought up stop-first instead" in done.stderr and "the new container's log line" in done.stderr
 
 
 def test_a_stopped_container_of_the_service_is_removed_before_the_scale_up(docker):
