@@ -105,8 +105,12 @@ class Live:
         """`docker compose` on the current release's file (as the deploy ran it), plus `files`."""
         return compose_argv(self.path, *(a for f in files for a in ("-f", f)), *args)
 
+    def containers(self, service: str) -> list[str]:
+        """The full ids of the service's containers, stopped ones too, newest first."""
+        return self.out(["docker", "ps", "-aq", "--no-trunc", *project_filter(self.env.project, service)]).split()
+
     def container(self, service: str) -> str:
-        ids = self.out(["docker", "ps", "-aq", *project_filter(self.env.project, service)]).split()
+        ids = self.containers(service)
         assert ids, f"no container for service {service} on the VPS"
         return ids[0]
 

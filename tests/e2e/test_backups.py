@@ -29,6 +29,7 @@ from opskit.sim import storage_box
 from opskit.sim.secrets import load as load_with_secrets
 from tests.e2e.live import inventory_copy
 from tests.e2e.test_smoke_catches import assert_caught, assert_no_secret_leaked, run_smoke
+from tests.e2e.watch import start_run
 
 pytestmark = pytest.mark.e2e
 
@@ -85,10 +86,9 @@ def site(live, tmp_path_factory):
 
 
 def post_runs(live, env, n: int) -> set[str]:
-    key = {"X-API-Key": env.secrets["api_key"].reveal()}
-    made = set()
+    web, made = live.web(), set()
     for _ in range(n):
-        answer = live.web().request(env.domains.api, "/runs", key, method="POST")
+        answer = start_run(web, env)
         assert answer.status == 202, (answer.status, answer.body[:300])
         made.add(json.loads(answer.body)["run_id"])
     return made

@@ -29,7 +29,7 @@ from opskit.runner import Runner
 from tests.e2e.live import code_change
 from tests.e2e.load import Load
 from tests.e2e.test_browser_csp import browser, visit  # noqa: F401  (the fixture)
-from tests.e2e.watch import (ApiEvents, Enqueuer, all_done, api_containers, exactly_once, one_beat_at_a_time,
+from tests.e2e.watch import (ApiEvents, Enqueuer, all_done, exactly_once, one_beat_at_a_time,
                              replaced_start_first, ticks)
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +78,7 @@ def wait_for(driver, check, timeout: float, what: str) -> dict:
 def seen(live, browser, tmp_path_factory):  # noqa: F811
     env = code_change(tmp_path_factory.mktemp("unnoticed"),
                       lambda raw: raw["defaults"]["services"]["worker"].update(stop_grace_period=f"{GRACE}s"))
-    out: dict = {"interval": env.beat_interval.seconds, "since": time.time(), "old_api": api_containers(live)}
+    out: dict = {"interval": env.beat_interval.seconds, "since": time.time(), "old_api": set(live.containers("api"))}
     recording = ApiEvents(live, "deploy").start()
 
     page = visit(browser, f"https://{live.env.domains.app}/")
@@ -107,7 +107,7 @@ def seen(live, browser, tmp_path_factory):  # noqa: F811
         # a refused run (the client knows), never a lost one
         out["runs"] = short_runs.finish(may_refuse=2) + long_run.finish()
     out["long_run"] = long_run.accepted[0]
-    out["new_api"] = api_containers(live)
+    out["new_api"] = set(live.containers("api"))
     out["api_events"] = recording.stop()
     out["page"] = wait_for(browser, lambda f: f["closed"], LONG + 120, "the run's final status did not reach the page")
     out["recorded"] = [line.split("|") for line in live.psql(
@@ -124,7 +124,7 @@ def seen(live, browser, tmp_path_factory):  # noqa: F811
     finally:
         out["rollback_load"] = load.finish()
     out["rollback_api_events"] = recording.stop()
-    out["rolled_back_api"] = api_containers(live)
+    out["rolled_back_api"] = set(live.containers("api"))
     live.wait_healthy()
     return out
 

@@ -13,6 +13,13 @@ from opskit.layout import project_filter
 REDIS_CLI = 'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" redis-cli --no-auth-warning'
 
 
+def start_run(web, env, seconds: float = 0.0):
+    """POST /runs through Caddy: the answer (202 and the run's id when accepted)."""
+    headers = {"X-API-Key": env.secrets["api_key"].reveal(), "Content-Type": "application/json"}
+    return web.request(env.domains.api, "/runs", headers, method="POST",
+                       body=json.dumps({"seconds": seconds}).encode(), timeout=60)
+
+
 class Enqueuer(threading.Thread):
     """POST /runs through Caddy every `every` seconds with `seconds` of work each, until stopped;
     keeps the id of every run accepted (202) and every other answer."""
@@ -25,13 +32,10 @@ class Enqueuer(threading.Thread):
         self.stop = threading.Event()
 
     def run(self):
-        env = self.live.env
-        headers = {"X-API-Key": env.secrets["api_key"].reveal(), "Content-Type": "application/json"}
-        body = json.dumps({"seconds": self.seconds}).encode()
         web = self.live.web()
         while True:
             try:
-                answer = web.request(env.domains.api, "/runs", headers, method="POST", body=body, timeout=60)
+                answer = start_run(web, self.live.env, self.seconds)
                 if answer.status == 202:
                     self.accepted.append(json.loads(answer.body)["run_id"])
                 else:
@@ -96,11 +100,6 @@ def one_beat_at_a_time(found: list[dict]) -> list[str]:
             assert tick["origin"] not in order, f"two beats ticked in turn: {[t['origin'] for t in found]}"
             order.append(tick["origin"])
     return order
-
-
-def api_containers(live) -> set[str]:
-    """The ids of every api container, stopped ones too."""
-    return set(live.out(["docker", "ps", "-aq", "--no-trunc", *project_filter(live.env.project, "api")]).split())
 
 
 class ApiEvents:

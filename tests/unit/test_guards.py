@@ -18,6 +18,8 @@ from opskit.errors import GuardError, StepFailed
 from opskit.runner import Runner
 from opskit.steps import LOCAL, Plan
 
+from .fakes import fake_programs
+
 IMAGE = "registry.example/job-agent-api:digest1"
 
 FAKE_DOCKER = textwrap.dedent(f"""\
@@ -47,11 +49,7 @@ FAKE_DOCKER = textwrap.dedent(f"""\
 
 @pytest.fixture
 def fake_docker(tmp_path, monkeypatch):
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    (folder / "docker").write_text(FAKE_DOCKER)
-    (folder / "docker").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", fake_programs(tmp_path / "bin", docker=FAKE_DOCKER))
 
 
 @pytest.fixture

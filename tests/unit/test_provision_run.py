@@ -18,6 +18,7 @@ from opskit.runner import Runner
 from opskit.ssh import Completed
 from opskit.steps import LOCAL, SERVER, Run
 
+from .fakes import fake_programs
 from .provision_host import KEY, make_host
 
 
@@ -118,13 +119,10 @@ def test_the_guard_arms_before_the_change_and_disarms_only_after_a_new_login(env
 @pytest.fixture
 def server_tools(tmp_path):
     """(environ, log of systemctl and the `then` command, file where systemd-run writes its argv)."""
-    bin_dir, log, timer = tmp_path / "bin", tmp_path / "log", tmp_path / "timer"
-    bin_dir.mkdir()
-    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n')
-    (bin_dir / "systemd-run").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {timer}\n')
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, log, timer
+    log, timer = tmp_path / "log", tmp_path / "timer"
+    path = fake_programs(tmp_path / "bin", systemctl=f'#!/bin/sh\necho "systemctl $*" >> {log}\n',
+                         systemd_run=f'#!/bin/sh\nprintf "%s\\n" "$@" > {timer}\n')
+    return {**os.environ, "PATH": path}, log, timer
 
 
 def _on_server(step, state, environ):

@@ -22,6 +22,8 @@ from opskit.facts import sshd as sshd_facts
 from opskit.facts.files import FileState
 from opskit.provision import distros, guard, item, sshd
 
+from .fakes import fake_programs
+
 # `sshd -T` of a fresh VPS (Debian 12, openssh-server 1:9.2p1-2+deb12u10, the cloud image's
 # 50-cloud-init.conf only): the lines the item compares, and a few it leaves alone.
 FRESH = """\
@@ -350,14 +352,11 @@ esac
 
 @pytest.fixture
 def fake(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sshd").write_text(FAKE_SSHD)
-    (bin_dir / "sshd").chmod(0o755)
+    path = fake_programs(tmp_path / "bin", sshd=FAKE_SSHD)
     conf = tmp_path / "sshd_config.d"
     conf.mkdir()
     (tmp_path / "T").write_text(HARDENED)
-    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "DROPIN": str(conf / "00-opskit.conf"),
+    return {"PATH": path, "DROPIN": str(conf / "00-opskit.conf"),
             "SSHD_T": str(tmp_path / "T")}
 
 

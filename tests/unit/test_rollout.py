@@ -10,6 +10,8 @@ import pytest
 
 from opskit import rollout, smoke
 
+from .fakes import fake_programs
+
 FAKE_DOCKER = r"""#!/bin/sh
 # argv to the log; answers from $STATE: want (the new config hash), running, all, hash_<id>, up_fails
 echo "$*" >> "$STATE/log"
@@ -28,10 +30,7 @@ exit 0
 
 @pytest.fixture
 def docker(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(FAKE_DOCKER)
-    (bin_dir / "docker").chmod(0o755)
+    path = fake_programs(tmp_path / "bin", docker=FAKE_DOCKER)
     state = tmp_path / "state"
     state.mkdir()
 
@@ -44,7 +43,7 @@ def docker(tmp_path):
             (state / f"hash_{cid}").write_text(value)
         if up_fails:
             (state / "up_fails").write_text("")
-        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STATE": str(state)}
+        env = {**os.environ, "PATH": path, "STATE": str(state)}
         done = subprocess.run(["sh", "-c", rollout.script("/srv/r/1", "jobagent", "api")], env=env,
                               capture_output=True, text=True)
         log = (state / "log").read_text().splitlines()
