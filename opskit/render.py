@@ -29,8 +29,10 @@ from .postgres import roles_script
 from .sources import context_digest, source_revision
 
 # Short intervals make `up --wait` fast (Docker's default 30 s dominates it); start_period covers
-# a first boot (initdb, migrations) without counting its failures.
-HEALTH = {"interval": "5s", "timeout": "5s", "retries": 6, "start_period": "30s"}
+# a first boot (initdb, migrations) without counting its failures, and within it a check every
+# start_interval (Engine 25+) finds a new container healthy within a second of it being so, where
+# the first check at `interval` held every start-first and stop-first replacement 5 s.
+HEALTH = {"interval": "5s", "timeout": "5s", "retries": 6, "start_period": "30s", "start_interval": "1s"}
 BCRYPT_COST = 12
 # How long Caddy retries an upstream that refuses connections (a container being replaced)
 PROXY_RETRY = "30s"
