@@ -100,8 +100,7 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
         plan.add(skipped_backup(release.id, options) if options.skip_backup else backup_before_migrating(env, folder),
                  phase=Phase.CONFIG)
     plan.add(db.migrate_step(env, folder), phase=Phase.CONFIG)
-    plan.add(hand_caddy_volumes(env.project, release.images["caddy"]), *start_first(env, folder),
-             start_all(folder, "start every other service and wait until healthy", rollout.the_others(env)),
+    plan.add(hand_caddy_volumes(env.project, release.images["caddy"]), rollout.replace_step(env, folder),
              phase=Phase.START)
     if caddy_config_changed(release, facts):  # a reload with the same config would only cost a restart of its apps
         plan.add(reload_caddy(folder), phase=Phase.START)
@@ -248,18 +247,7 @@ def switch_to(env, release_id: str, title: str) -> list:
     start-first), Caddy reloaded (no build)."""
     layout = Layout(env.remote_dir)
     folder = layout.release(release_id)
-    return [install_config(layout, release_id),
-            *start_first(env, folder),
-            start_all(folder, title, rollout.the_others(env)),
-            reload_caddy(folder)]
-
-
-def start_first(env, folder: str) -> list:
-    """Before the rest: the services Caddy proxies to, each replaced new-beside-old, then beat on
-    its own (`rollout`)."""
-    return [*(rollout.start_first_step(folder, env.project, name) for name in rollout.START_FIRST
-              if name in env.services),
-            *(rollout.on_its_own_step(folder, name) for name in rollout.ON_ITS_OWN if name in env.services)]
+    return [install_config(layout, release_id), rollout.replace_step(env, folder, title), reload_caddy(folder)]
 
 
 def start_all(folder: str, title: str, services=()) -> Run:

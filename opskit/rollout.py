@@ -1,19 +1,27 @@
-"""Start-first replacement of a service that serves traffic (the API, the frontend).
+"""Replacing the services of a release without anyone noticing: one server step, three jobs side by
+side (the API and the frontend start-first, beat stop-first on its own, the rest in one `up`).
 
 Compose recreates a container stop-first: the old one stops, then the new one starts, and for the
-seconds between, Caddy has nothing to send requests to. Here the new container starts beside the
-old one (`--scale N+1 --no-recreate`: Compose adds a container of the new config and leaves the
-old as it is), and only once it is healthy does the old one stop, with its own stop_grace_period
-(uvicorn and the frontend close their listener at SIGTERM and finish what is in flight).
+seconds between, Caddy has nothing to send requests to. For the API and the frontend the new
+container starts beside the old one (`--scale N+1 --no-recreate`: Compose adds a container of the
+new config and leaves the old as it is), and only once it is healthy does the old one stop, with its
+own stop_grace_period (uvicorn and the frontend close their listener at SIGTERM and finish what is
+in flight).
 
 Caddy needs no reload: it dials the service's name, which Docker's DNS answers with every running
 container of the service; a dial refused by a stopping one goes on to the next address, and a
 refused dial is one Caddy retries anyway (`lb_try_duration`).
 
-If the new container does not become healthy, it is removed and the whole release is brought up
-stop-first, as before start-first (an upgrade from a release whose other services lack what the new
-container needs, seen in CI: Postgres not yet on the frontend's network); if that fails too, the
-deploy fails and its recovery brings the previous release back.
+The jobs run at once because one `up` starts no new container before every old one it replaces
+has stopped: in one `up`, the worker's soft shutdown held the new beat back (a 50 s beat gap), and
+one after the other they took the sum of their times. They share nothing: each names its own
+services, whose dependencies (Postgres, Redis) the deploy brought up before.
+
+If a new API or frontend container does not become healthy, it is removed (the old one served on),
+and once the jobs are over the whole release is brought up stop-first, as before start-first (an
+upgrade from a release whose other services lack what the new container needs, seen in CI: Postgres
+not yet on the frontend's network); if that fails too, the deploy fails and its recovery brings the
+previous release back.
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ from .steps import SERVER, Run
 #: the services Caddy proxies to that are replaced start-first (Flower is an operator's page)
 START_FIRST = ("api", "frontend")
 WAIT_SECONDS = 300
+#: the exit code of a start-first job whose new container was removed: the whole `up` is due
+FALL_BACK = 3
 
 
 def script(folder: str, project: str, service: str) -> str:
-    """The server-side script (`sh`): started when none runs (a first deploy), nothing when every
-    running one already has the new config, else new beside old."""
+    """The server-side script (`sh`) of one start-first service: started when none runs (a first
+    deploy), nothing when every running one already has the new config, else new beside old; exit
+    FALL_BACK when the new one was not healthy (removed, the old one untouched)."""
     compose = shlex.join(compose_argv(folder))
     svc = shlex.quote(service)
     listed = f"docker ps -q {shlex.join(project_filter(project, service))}"
@@ -67,36 +78,79 @@ if ! {compose} up -d --no-recreate --scale {svc}=$((count + 1)) --wait --wait-ti
     docker logs --tail 30 "$id" >&2 2>&1
   done
   [ -z "$new" ] || docker rm -f $new >/dev/null
-  # what a release before might lack beside it (a service it needs on a network it was not on)
-  # only the whole `up` brings: fall back to it, stop-first, as deploys were before start-first
-  echo "{service}: the new container did not become healthy beside the old; it is removed, and the" \
-       "whole release is brought up stop-first instead" >&2
-  exec {compose} up -d --wait --wait-timeout {WAIT_SECONDS} --remove-orphans
+  echo "{service}: the new container did not become healthy beside the old; it is removed" >&2
+  exit {FALL_BACK}
 fi
 echo "{service}: the new container is healthy beside the old; stopping the old one gracefully"
 docker stop $stale >/dev/null && docker rm $stale >/dev/null
 """
 
 
-#: replaced stop-first on its own, before the others: never two beats, and its new container does
-#: not wait for the worker's soft shutdown (one `up` starts no new container before every old one
-#: it replaces has stopped)
+#: replaced stop-first in an `up` of its own: never two beats, and its new container does not wait
+#: for the worker's soft shutdown (one `up` starts no new container before every old one it
+#: replaces has stopped)
 ON_ITS_OWN = ("beat",)
 
 
 def the_others(env) -> list[str]:
-    """Every service of a release but those replaced start-first or on their own (an `up` of all
-    would wait for the worker's stop before it starts anything new)."""
+    """Every service of a release but those replaced start-first or on their own: one `up`."""
     apart = {*START_FIRST, *ON_ITS_OWN} & set(env.services)
     return [name for name in expected_services(env) if name not in apart]
 
 
-def on_its_own_step(folder: str, service: str) -> Run:
-    return Run(f"replace {service} on its own (stop-first: never two at once)",
-               compose_argv(folder, "up", "-d", "--wait", "--wait-timeout", str(WAIT_SECONDS), service),
-               on=SERVER, stream=True, timeout=WAIT_SECONDS + 60)
+def jobs(env, folder: str) -> list[tuple[str, str]]:
+    """(name, sh script) of each job of the replacement, in the order they start."""
+    compose = shlex.join(compose_argv(folder, "up", "-d", "--wait", "--wait-timeout", str(WAIT_SECONDS)))
+    out = [(name, script(folder, env.project, name)) for name in START_FIRST if name in env.services]
+    out += [(name, f"exec {compose} {shlex.quote(name)}") for name in ON_ITS_OWN if name in env.services]
+    others = the_others(env)
+    if others:
+        out.append(("others", f"exec {compose} --remove-orphans {shlex.join(others)}"))
+    return out
 
 
-def start_first_step(folder: str, project: str, service: str) -> Run:
-    return Run(f"replace {service} start-first (the new container healthy before the old one stops)",
-               ["sh", "-c", script(folder, project, service)], on=SERVER, stream=True, timeout=WAIT_SECONDS + 120)
+def replace_script(env, folder: str) -> str:
+    """Every job in the background, each line of its output marked with its name; then, if a
+    start-first job fell back, the whole release's `up`; the exit code is 1 when a job failed.
+    When a network of the release does not exist yet (a first deploy, a release that adds one), the
+    jobs run one after another: two `up`s would both create it, and the second would fail."""
+    compose = shlex.join(compose_argv(folder))
+    whole = shlex.join(compose_argv(folder, "up", "-d", "--wait", "--wait-timeout", str(WAIT_SECONDS),
+                                    "--remove-orphans"))
+    listed = jobs(env, folder)
+    names = " ".join(name for name, _ in listed)
+    lines = ["set -u", "codes=$(mktemp -d)", "trap 'rm -rf \"$codes\"' EXIT",
+             # the exit code goes to a file: a pipeline's status in sh is its last command's (sed's)
+             'job() { { sh -c "$2"; echo $? > "$codes/$1"; } 2>&1 | sed -u "s/^/[$1] /"; }',
+             "new=''",
+             f"for net in $({compose} config --networks); do",
+             f'  docker network inspect {shlex.quote(env.project)}_"$net" >/dev/null 2>&1 || new="$new $net"',
+             "done",
+             'if [ -z "$new" ]; then']
+    lines += [f"  job {name} {shlex.quote(text)} &" for name, text in listed]
+    lines += ["  wait", "else",
+              '  echo "new network(s)$new: one job after another"']
+    lines += [f"  job {name} {shlex.quote(text)}" for name, text in listed]
+    lines += ["fi",
+              "failed=''; fall_back=''",
+              f"for name in {names}; do",
+              '  code=$(cat "$codes/$name" 2>/dev/null || echo 1)',
+              f'  if [ "$code" = {FALL_BACK} ]; then fall_back="$fall_back $name";',
+              '  elif [ "$code" != 0 ]; then failed="$failed $name"; fi',
+              "done",
+              'if [ -n "$failed" ]; then echo "failed:$failed" >&2; exit 1; fi',
+              'if [ -n "$fall_back" ]; then',
+              # what a release before might lack beside the new container (a service it needs on a
+              # network it was not on) only the whole `up` brings: stop-first, as before start-first
+              '  echo "the new container of$fall_back was not healthy beside the old one: the whole release'
+              ' is brought up stop-first instead" >&2',
+              f"  exec {whole}",
+              "fi"]
+    return "\n".join(lines) + "\n"
+
+
+def replace_step(env, folder: str, title: str = "") -> Run:
+    named = [f"{', '.join(n for n in START_FIRST if n in env.services)} start-first",
+             *(f"{n} stop-first on its own" for n in ON_ITS_OWN if n in env.services), "the others in one up"]
+    return Run(title or f"replace the services side by side: {'; '.join(named)}",
+               ["sh", "-c", replace_script(env, folder)], on=SERVER, stream=True, timeout=2 * WAIT_SECONDS + 120)

@@ -7,10 +7,10 @@ Once, while the deploy runs, everything that could notice it watches:
   and longer than its soft shutdown (the deploy gives the worker a stop_grace_period of 12 s): all
   done, exactly once, the long one handed back by the stopping worker and resumed by the new one;
 - beat's ticks: from one beat at a time, never silent for three intervals;
-- Debian's Chromium, headless, on https://app.<domain>/: as the deploy starts to replace the API,
-  it starts a run with the page's button and follows it with the page's EventSource through the app's stream route, across the replacement of
-  the API container under its stream: every status the run recorded arrives, in order, once each,
-  after a counted reconnect.
+- Debian's Chromium, headless, on https://app.<domain>/: as the deploy migrates, just before the
+  services are replaced, it starts a run with the page's button and follows it with the page's
+  EventSource through the app's stream route, across the replacement of the API container under its
+  stream: every status the run recorded arrives, in order, once each, after a counted reconnect.
 Then a rollback to the release before, under the same load: start-first as well, and no failure.
 The tests below each read one part of what was seen.
 
@@ -36,12 +36,11 @@ pytestmark = pytest.mark.e2e
 
 RATE = 25.0
 GRACE = 12  # the worker's stop_grace_period in the deploy: a soft shutdown of 12 - 5 s
-# the page's run starts as the deploy begins to replace the API (the API is replaced under its
-# stream); another run as it begins to replace beat, just before the worker's stop: it is still
-# running then, and longer than the soft shutdown from then on, so it is handed back and resumed
+# the page's run and another long run start as the deploy migrates, just before the services are
+# replaced: the API is replaced under the page's stream, and both runs are still running when the
+# worker is told to stop, longer than its soft shutdown, so they are handed back and resumed
 LONG = 45.0
-API_CUE = "] replace api start-first"
-WORKER_CUE = "] replace beat on its own"
+CUE = "] migrate: alembic upgrade head"
 
 
 class Cue(io.TextIOBase):
@@ -97,9 +96,9 @@ def seen(live, browser, tmp_path_factory):  # noqa: F811
     short_runs.start()
     try:
         time.sleep(3)  # runs before the deploy starts
-        cue = Cue({API_CUE: start_the_pages_run, WORKER_CUE: long_run.start})
+        cue = Cue({CUE: lambda: (long_run.start(), start_the_pages_run())})
         out["outcome"] = live.deploy(env, out=cue)
-        assert cue.fired == {API_CUE, WORKER_CUE}, f"the deploy lacked a step: {cue.fired}"
+        assert cue.fired == {CUE}, f"the deploy lacked a step: {cue.fired}"
         time.sleep(3)  # and runs once the new worker is there
     finally:
         out["load"] = load.finish()
@@ -138,7 +137,7 @@ def test_no_request_through_caddy_fails_during_the_deploy(seen):
 
 def test_the_new_api_container_is_healthy_before_the_old_one_stops(seen):
     titles = [title for title, _ in seen["outcome"].steps]
-    assert any(t.startswith("replace api start-first") for t in titles), titles
+    assert any(t.startswith("replace the services side by side: api, frontend start-first") for t in titles), titles
     old, new = seen["old_api"], seen["new_api"]
     assert len(old) == 1 and len(new) == 1 and not old & new, (old, new)  # replaced, the old one removed
     replaced_start_first(seen["api_events"], old, new)

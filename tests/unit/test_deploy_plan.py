@@ -15,9 +15,7 @@ from opskit.steps import Phase, Run, WriteFile
 FRESH = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current=None, now=1_000_000.0)
 
 
-START_FIRST_API = "replace api start-first (the new container healthy before the old one stops)"
-START_FIRST_FRONTEND = "replace frontend start-first (the new container healthy before the old one stops)"
-BEAT_ALONE = "replace beat on its own (stop-first: never two at once)"
+REPLACE = "replace the services side by side: api, frontend start-first; beat stop-first on its own; the others in one up"
 
 
 def titles(plan):
@@ -34,8 +32,7 @@ def test_a_first_deploy_builds_checks_ships_uploads_then_starts_in_order(env, re
     order = ["build api", "import checks of api", "tag api", "build frontend", "import checks of frontend",
              "prisma guard", "take the deploy lock", "ship ", "prepare release folder", "upload docker-compose.yml",
              "complete release folder", "install the config", "start postgres and redis", "roles ",
-             "migrate: alembic upgrade head", START_FIRST_API, START_FIRST_FRONTEND, BEAT_ALONE,
-             "start every other service",
+             "migrate: alembic upgrade head", REPLACE,
              "reload caddy", f"mark {release.id} current",
              "release the deploy lock"]
     positions = [next(i for i, title in enumerate(t) if title.startswith(prefix)) for prefix in order]
@@ -302,8 +299,7 @@ def test_recovery_brings_the_previous_release_back_and_frees_the_lock(env, relea
     facts = ServerFacts(**{**FRESH.__dict__, "current": "prev", "releases": ("prev",)})
     plan = deploy.plan_recovery(env, release, facts, started=True)
     brought = len(set(release.images.values()))
-    assert titles(plan) == ["install the config of prev", START_FIRST_API, START_FIRST_FRONTEND, BEAT_ALONE,
-                            "bring the previous release prev back", "reload caddy",
+    assert titles(plan) == ["install the config of prev", "bring the previous release prev back", "reload caddy",
                             f"remove the unfinished release {release.id}",
                             f"remove the {brought} image(s) this deploy brought", "release the deploy lock"]
     assert titles(deploy.plan_recovery(env, release, facts, started=False))[0].startswith("remove the unfinished")

@@ -79,7 +79,8 @@ def test_recovery_from_each_phase(env, release, monkeypatch):
             assert recovery == [], (i, step.title)
             continue
         assert argvs[-1] == lock, (i, step.title)  # the lock is always given back, last
-        restarts_previous = any("up" in (argv or ()) and "/releases/prev" in " ".join(argv or ()) for argv in argvs)
+        restarts_previous = any(" up -d " in " ".join(argv or ()) and "/releases/prev/" in " ".join(argv or ())
+                                for argv in argvs)
         assert restarts_previous == (phase >= Phase.CONFIG), (i, step.title, phase)
         assert any(f"/releases/{release.id}" in " ".join(argv or ()) and argv[:2] == ("rm", "-rf")
                    for argv in argvs), (i, step.title)  # the unfinished release goes

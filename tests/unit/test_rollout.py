@@ -79,12 +79,11 @@ def test_the_others_are_every_service_but_those_replaced_start_first_or_on_their
     assert set(others) | {"api", "frontend", "beat"} == set(smoke.expected_services(env))
 
 
-def test_a_new_container_that_never_gets_healthy_is_removed_then_the_whole_release_comes_up_stop_first(docker):
+def test_a_new_container_that_never_gets_healthy_is_removed_and_the_old_one_left_serving(docker):
     done, log = docker("new", ["o1"], {"o1": "old"}, up_fails=True)
-    assert done.returncode == 1  # the fake's whole `up` fails as well
+    assert done.returncode == rollout.FALL_BACK
     assert "rm -f n1" in log and "stop o1" not in log and "rm o1" not in log, log
-    assert log[-1].endswith("up -d --wait --wait-timeout 300 --remove-orphans"), log
-    assert "brought up stop-first instead" in done.stderr and "the new container's log line" in done.stderr
+    assert "it is removed" in done.stderr and "the new container's log line" in done.stderr
 
 
 def test_a_stopped_container_of_the_service_is_removed_before_the_scale_up(docker):
@@ -96,4 +95,73 @@ def test_a_stopped_container_of_the_service_is_removed_before_the_scale_up(docke
 def test_no_up_drops_the_services_dependencies_from_its_config(env):
     # --no-deps makes a container whose config hash is not the release's: the next `up` recreates it
     assert "--no-deps" not in rollout.script("/srv/r/1", "jobagent", "api")
-    assert "--no-deps" not in rollout.on_its_own_step("/srv/r/1", "beat").argv
+    assert "--no-deps" not in rollout.replace_step(env, "/srv/r/1").argv[-1]
+
+
+# -- the replacement as a whole: its jobs side by side --------------------------------------------
+
+FAKE_COMPOSE_DOCKER = r"""#!/bin/sh
+# for the whole replacement: each job's service, with a start and an end in $STATE/log
+case "$*" in
+  *"config --networks"*) printf 'web\ndb\n';;
+  "network inspect "*) [ -f "$STATE/net_$3" ] || exit 1;;
+  *"config --hash"*) echo "x $(cat "$STATE/want")";;
+  *"ps -q"*"status=exited"*) ;;
+  *"ps -q"*" -a"*) echo o1; echo n1;;
+  *"ps -q"*) echo o1;;
+  "inspect -f"*) echo old;;
+  *" up -d "*)
+    what=$(echo "$*" | sed 's/.*--wait-timeout [0-9]* //')
+    echo "start $what" >> "$STATE/log"; sleep 0.3; echo "end $what" >> "$STATE/log"
+    case "$*" in *"$FAIL"*) [ -n "$FAIL" ] && exit 1;; esac
+    echo "up of $what";;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def replace(tmp_path, env):
+    path = fake_programs(tmp_path / "bin", docker=FAKE_COMPOSE_DOCKER)
+    state = tmp_path / "state"
+    state.mkdir()
+
+    def run(networks=("web", "db"), fail=""):
+        (state / "want").write_text("new")
+        (state / "log").write_text("")
+        for net in networks:
+            (state / f"net_{env.project}_{net}").write_text("")
+        done = subprocess.run(["sh", "-c", rollout.replace_script(env, "/srv/r/1")], capture_output=True, text=True,
+                              env={**os.environ, "PATH": path, "STATE": str(state), "FAIL": fail})
+        return done, (state / "log").read_text().splitlines()
+    return run
+
+
+def test_the_jobs_run_side_by_side_each_line_marked_with_its_job(replace, env):
+    done, log = replace()
+    assert done.returncode == 0, done.stderr
+    starts = [i for i, line in enumerate(log) if line.startswith("start")]
+    assert len(starts) == 4 and max(starts) < min(i for i, line in enumerate(log) if line.startswith("end")), log
+    assert "[api] api: the new container is healthy beside the old" in done.stdout
+    assert "[beat] up of beat" in done.stdout
+    assert f"[others] up of --remove-orphans {' '.join(rollout.the_others(env))}" in done.stdout
+
+
+def test_with_a_network_to_create_the_jobs_run_one_after_another(replace):
+    done, log = replace(networks=("web",))
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in log] == ["start", "end"] * 4, log
+    assert "new network(s) db: one job after another" in done.stdout
+
+
+def test_a_failed_job_fails_the_step_after_the_others_finished(replace):
+    done, log = replace(fail="beat")
+    assert done.returncode == 1 and "failed: beat" in done.stderr
+    assert sum(line.startswith("end") for line in log) == 4 and "start --remove-orphans" not in log, log
+
+
+def test_a_start_first_that_falls_back_brings_the_whole_release_up_once_the_jobs_are_over(replace):
+    done, log = replace(fail="--scale api")
+    assert done.returncode == 0, done.stderr
+    assert log[-2:] == ["start --remove-orphans", "end --remove-orphans"], log
+    assert "the new container of api was not healthy beside the old one" in done.stderr
