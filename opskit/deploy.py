@@ -93,9 +93,7 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
 
     # the database first: roles and migrations run before the new API and frontend take traffic
     plan.add(install_config(layout, release.id),
-             Run("start postgres and redis", compose(folder, "up", "-d", "--wait", "--wait-timeout", "180",
-                                                     "postgres", "redis"), on=SERVER, stream=True, timeout=240),
-             db.roles_step(env, folder), phase=Phase.CONFIG)
+             start_stores(folder), db.roles_step(env, folder), phase=Phase.CONFIG)
     if env.backup is not None:
         plan.add(skipped_backup(release.id, options) if options.skip_backup else backup_before_migrating(env, folder),
                  phase=Phase.CONFIG)
@@ -247,7 +245,16 @@ def switch_to(env, release_id: str, title: str) -> list:
     start-first), Caddy reloaded (no build)."""
     layout = Layout(env.remote_dir)
     folder = layout.release(release_id)
-    return [install_config(layout, release_id), rollout.replace_step(env, folder, title), reload_caddy(folder)]
+    return [install_config(layout, release_id), start_stores(folder), rollout.replace_step(env, folder, title),
+            reload_caddy(folder)]
+
+
+def start_stores(folder: str) -> Run:
+    """Postgres and Redis of the release in `folder` up (recreated if their config moved), before
+    the replacement: its jobs run side by side and each `up` would recreate a dependency whose
+    config moved (a rollback to a release with another Redis config), all of them at once."""
+    return Run("start postgres and redis", compose(folder, "up", "-d", "--wait", "--wait-timeout", "180",
+                                                   "postgres", "redis"), on=SERVER, stream=True, timeout=240)
 
 
 def start_all(folder: str, title: str, services=()) -> Run:

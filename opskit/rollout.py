@@ -109,6 +109,12 @@ def jobs(env, folder: str) -> list[tuple[str, str]]:
     return out
 
 
+#: the engine's names of the release's networks, from `docker compose config` (normalised YAML: a
+#: top-level `networks:` whose entries each carry `name:` four spaces in); Compose 2.26, the one
+#: Debian ships, has no `config --networks`
+NETWORK_NAMES_AWK = '/^[^ ]/ { top = $1 } top == "networks:" && /^    name: / { print $2 }'
+
+
 def replace_script(env, folder: str) -> str:
     """Every job in the background, each line of its output marked with its name; then, if a
     start-first job fell back, the whole release's `up`; the exit code is 1 when a job failed.
@@ -122,9 +128,11 @@ def replace_script(env, folder: str) -> str:
     lines = ["set -u", "codes=$(mktemp -d)", "trap 'rm -rf \"$codes\"' EXIT",
              # the exit code goes to a file: a pipeline's status in sh is its last command's (sed's)
              'job() { { sh -c "$2"; echo $? > "$codes/$1"; } 2>&1 | sed -u "s/^/[$1] /"; }',
+             f"conf=$({compose} config) || {{ echo 'the release compose file does not load' >&2; exit 1; }}",
+             f'nets=$(printf "%s\\n" "$conf" | awk {shlex.quote(NETWORK_NAMES_AWK)})',
              "new=''",
-             f"for net in $({compose} config --networks); do",
-             f'  docker network inspect {shlex.quote(env.project)}_"$net" >/dev/null 2>&1 || new="$new $net"',
+             "for net in $nets; do",
+             '  docker network inspect "$net" >/dev/null 2>&1 || new="$new $net"',
              "done",
              'if [ -z "$new" ]; then']
     lines += [f"  job {name} {shlex.quote(text)} &" for name, text in listed]

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from opskit import hardening, release_folder, render
+from opskit import hardening, release_folder, render, rollout
 from tests.conftest import ENVIRONMENTS
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_compose")]
 
@@ -50,3 +50,15 @@ def test_compose_reads_back_each_confinement_and_network(make_env, tmp_path):
         assert sorted(svc["networks"]) == hardening.networks_of(name)
     assert {name: bool(net.get("internal")) for name, net in resolved["networks"].items()} == {
         name: net.internal for name, net in hardening.NETWORKS.items()}
+
+
+def test_the_replacement_finds_the_release_networks_in_what_compose_prints(make_env, tmp_path):
+    """The side-by-side replacement runs its jobs one after another when a network is new: it reads
+    the names from `docker compose config` (Compose 2.26 has no `config --networks`)."""
+    env = make_env("local")
+    folder = release_folder.write(render.render(env), tmp_path / "local")
+    printed = subprocess.run(["docker", "compose", "config"], cwd=folder, capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr
+    names = subprocess.run(["awk", rollout.NETWORK_NAMES_AWK], input=printed.stdout, capture_output=True, text=True)
+    assert names.returncode == 0, names.stderr
+    assert sorted(names.stdout.split()) == sorted(f"{env.project}_{name}" for name in hardening.NETWORKS)

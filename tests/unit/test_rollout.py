@@ -103,7 +103,9 @@ def test_no_up_drops_the_services_dependencies_from_its_config(env):
 FAKE_COMPOSE_DOCKER = r"""#!/bin/sh
 # for the whole replacement: each job's service, with a start and an end in $STATE/log
 case "$*" in
-  *"config --networks"*) printf 'web\ndb\n';;
+  *" config") printf '%s\n' "name: $PROJECT" services: "  api:" "    networks:" "      web: null" \
+      networks: "  db:" "    name: ${PROJECT}_db" "    internal: true" "  web:" "    name: ${PROJECT}_web" \
+      volumes: "  pgdata:" "    name: ${PROJECT}_pgdata";;
   "network inspect "*) [ -f "$STATE/net_$3" ] || exit 1;;
   *"config --hash"*) echo "x $(cat "$STATE/want")";;
   *"ps -q"*"status=exited"*) ;;
@@ -132,7 +134,8 @@ def replace(tmp_path, env):
         for net in networks:
             (state / f"net_{env.project}_{net}").write_text("")
         done = subprocess.run(["sh", "-c", rollout.replace_script(env, "/srv/r/1")], capture_output=True, text=True,
-                              env={**os.environ, "PATH": path, "STATE": str(state), "FAIL": fail})
+                              env={**os.environ, "PATH": path, "STATE": str(state), "FAIL": fail,
+                                   "PROJECT": env.project})
         return done, (state / "log").read_text().splitlines()
     return run
 
@@ -147,11 +150,11 @@ def test_the_jobs_run_side_by_side_each_line_marked_with_its_job(replace, env):
     assert f"[others] up of --remove-orphans {' '.join(rollout.the_others(env))}" in done.stdout
 
 
-def test_with_a_network_to_create_the_jobs_run_one_after_another(replace):
+def test_with_a_network_to_create_the_jobs_run_one_after_another(replace, env):
     done, log = replace(networks=("web",))
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in log] == ["start", "end"] * 4, log
-    assert "new network(s) db: one job after another" in done.stdout
+    assert f"new network(s) {env.project}_db: one job after another" in done.stdout
 
 
 def test_a_failed_job_fails_the_step_after_the_others_finished(replace):
