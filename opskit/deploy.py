@@ -257,10 +257,9 @@ def start_stores(folder: str) -> Run:
                                                    "postgres", "redis"), on=SERVER, stream=True, timeout=240)
 
 
-def start_all(folder: str, title: str, services=()) -> Run:
-    """Every service of the release in `folder` (or those named) up, orphans removed, waited on
-    until healthy."""
-    return Run(title, compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans", *services),
+def start_all(folder: str, title: str) -> Run:
+    """Every service of the release in `folder` up, orphans removed, waited on until healthy."""
+    return Run(title, compose(folder, "up", "-d", "--wait", "--wait-timeout", "300", "--remove-orphans"),
                on=SERVER, stream=True, timeout=360)
 
 

@@ -15,7 +15,8 @@ refused dial is one Caddy retries anyway (`lb_try_duration`).
 The jobs run at once because one `up` starts no new container before every old one it replaces
 has stopped: in one `up`, the worker's soft shutdown held the new beat back (a 50 s beat gap), and
 one after the other they took the sum of their times. They share nothing: each names its own
-services, whose dependencies (Postgres, Redis) the deploy brought up before.
+services, whose dependencies (Postgres, Redis) `deploy.start_stores` brought up just before (in a
+deploy, a rollback and a recovery).
 
 If a new API or frontend container does not become healthy, it is removed (the old one served on),
 and once the jobs are over the whole release is brought up stop-first, as before start-first (an
