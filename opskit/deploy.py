@@ -66,10 +66,11 @@ def preflight(env, facts, options: Options) -> list[str]:
 
 
 def plan_deploy(env, release, facts, local: dict, revision: str, options: Options, parts: dict | None = None,
-                leftovers: tuple = ()) -> Plan:
+                leftovers: tuple = (), heads: tuple | None = None) -> Plan:
     """Every step of a deploy of `release`, given what the server and this machine have (`parts`:
     `images.dependency_parts`, the builds whose dependency layers are an image of their own;
-    `leftovers`: tags of older builds here that `prune.local_leftovers` would remove)."""
+    `leftovers`: tags of older builds here that `prune.local_leftovers` would remove; `heads`:
+    the Alembic heads of the API's build context, `migration_heads`)."""
     layout = Layout(env.remote_dir)
     folder = layout.release(release.id)
     plan = Plan(f"deploy {release.id} to {env.name} ({env.ssh})")
@@ -97,7 +98,7 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
     if env.backup is not None:
         plan.add(skipped_backup(release.id, options) if options.skip_backup else backup_before_migrating(env, folder),
                  phase=Phase.CONFIG)
-    plan.add(db.migrate_step(env, folder), phase=Phase.CONFIG)
+    plan.add(db.migrate_step(env, folder, heads), phase=Phase.CONFIG)
     plan.add(hand_caddy_volumes(env.project, release.images["caddy"]), rollout.replace_step(env, folder),
              phase=Phase.START)
     if caddy_config_changed(release, facts):  # a reload with the same config would only cost a restart of its apps
@@ -422,7 +423,9 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
     leftovers = prune.local_leftovers(images.repository_images(b.repository for b in env.builds.values()),
                                       env.keep_releases, {b["image"] for b in release.builds.values()} | facts.images,
                                       parts) if parts else []  # nothing to build: nothing to bound here
-    plan = plan_deploy(env, release, facts, local, revision, options, parts, tuple(leftovers))
+    same = facts.current == release.id and not (options.force or options.rebuild)  # a converge: no migration
+    plan = plan_deploy(env, release, facts, local, revision, options, parts, tuple(leftovers),
+                       None if same else migration_heads(env))
     for name, why in sorted(parts.items()):
         if isinstance(why, str):  # the operator learns why this build gets no dependency image
             runner.say(f"{name}: built whole with no cache, no dependency image ({why}); README \"Builds\"")
@@ -454,6 +457,13 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
         seconds=time.monotonic() - started_at,
         urls=[f"https://{d}" for _, d in env.domains.items()],
     )
+
+
+def migration_heads(env) -> tuple | None:
+    """The Alembic heads of the build context the API runs (None: unknown, the upgrade always runs)."""
+    service = env.services.get("api")
+    build = env.builds.get(service.build) if service is not None else None
+    return db.alembic_heads(build.context) if build is not None else None
 
 
 def local_build_facts(env, release, options: Options, refresh: bool) -> tuple[dict, dict]:

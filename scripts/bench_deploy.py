@@ -8,7 +8,8 @@ Prints one JSON object: for each measure its value, its baseline, the ratio and 
 - bytes shipped for a code-only change of the API (a comment in a copy of its context), against
   the bytes of the layers the server lacked (the image's layers not on the server before it);
 - that deploy's wall time without its build steps, against `compose up -d --force-recreate --wait`
-  of the same services with the images present;
+  of the same services with the images present, under the same load (what that stop-first `up`
+  does to the requests is printed beside it);
 - failed and slowest `/health` requests through Caddy at a steady rate (default 25/s) during that
   deploy, against the same load for the same time with no deploy;
 - a no-op deploy (inputs unchanged, all healthy), against one SSH round trip;
@@ -148,11 +149,15 @@ def main() -> int:
             build_s = sum(s for t, s in outcome.steps if t.startswith(BUILD_STEPS))
             services = sorted(s for s, ref in outcome.images.items() if ref == image)
             up = compose_argv(Layout(env.remote_dir).current, "up", "-d", "--force-recreate", "--wait", *services)
+            # the baseline under the same load as the deploy: both share the machine with it alike
+            baseline_load = Load(web, [(env.domains.api, "/health")], args.rate)
+            baseline_load.start()
             baseline_up = timed(lambda: conn.run(up, timeout=600))[0]
+            baseline_result = baseline_load.finish()
             without_build = deploy_s - build_s
             out["code_only_deploy_without_build_s"] = measure(
                 round(without_build, 2), round(baseline_up, 2), "<= 1.5 x", without_build <= 1.5 * baseline_up,
-                build_s=round(build_s, 2), services=services,
+                build_s=round(build_s, 2), services=services, load_during_baseline=baseline_result,
                 slowest_steps=sorted(([t, round(s, 2)] for t, s in outcome.steps), key=lambda x: -x[1])[:6])
             out["failed_requests_during_deploy"] = measure(
                 busy_result["failed"], quiet_result["failed"], "0", busy_result["failed"] == 0,

@@ -14,10 +14,12 @@ checkout's key pair (`down` keeps it).
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
 import shutil
 import subprocess
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +51,9 @@ def _read(path: Path) -> str | None:
 
 
 def gather(config: VpsConfig) -> VpsFacts:
-    """Read-only: the container, its volume, the key pair, known_hosts, and (when it runs) the
-    keys it was given and its host key, through `docker exec`."""
+    """Read-only: the container, its volume, the key pair, known_hosts, and the keys it was given,
+    its host key and whether it was provisioned (through `docker exec`, or `docker cp` when it is
+    stopped: a stopped box made for another key must be refused before it is started)."""
     inspected = _docker("container", "inspect", config.container)
     container = None
     if inspected.returncode == 0:
@@ -66,11 +69,12 @@ def gather(config: VpsConfig) -> VpsFacts:
         raise VpsError(f"cannot ask Docker about {config.container}: {inspected.stderr.strip()} "
                        "(is the engine up? scripts/setup-docker.sh)")
     given = host_key = provisioned = None
-    if container is not None and container.state == "running":
-        given = _exec_read(config, GIVEN_KEYS)
-        host_key = _exec_read(config, HOST_KEY)
+    if container is not None:
+        running = container.state == "running"
+        given = _read_in(config, GIVEN_KEYS, running)
+        host_key = _read_in(config, HOST_KEY, running)
         host_key = host_key.strip() if host_key else None
-        provisioned = _exec_read(config, PROVISIONED)
+        provisioned = _read_in(config, PROVISIONED, running)
     key_mode = config.key_file.stat().st_mode & 0o777 if config.key_file.exists() else None
     images = _docker("image", "inspect", "--format", "{{json .RepoTags}} {{.Id}}", config.image)
     image_ids = {}
@@ -101,6 +105,22 @@ def gather(config: VpsConfig) -> VpsFacts:
 def _exec_read(config: VpsConfig, path: str) -> str | None:
     done = _docker("exec", config.container, "cat", path)
     return done.stdout if done.returncode == 0 else None
+
+
+def _read_in(config: VpsConfig, path: str, running: bool) -> str | None:
+    if running:
+        return _exec_read(config, path)
+    # `docker cp` reads a stopped container's files (as a tar stream) without starting it
+    try:
+        done = subprocess.run(["docker", "cp", f"{config.container}:{path}", "-"], capture_output=True, timeout=30)
+    except FileNotFoundError as exc:
+        raise VpsError("the docker client is missing: run scripts/setup-docker.sh") from exc
+    if done.returncode != 0:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        member = tar.next()
+        data = tar.extractfile(member) if member is not None and member.isfile() else None
+        return data.read().decode() if data is not None else None
 
 
 def read_host_key(config: VpsConfig) -> str:

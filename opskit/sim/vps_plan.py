@@ -111,12 +111,12 @@ def plan_up(config: VpsConfig, facts: VpsFacts) -> Plan:
     if c is None:
         plan.add(Run(f"create {name} from {config.image}", create_argv(config)),
                  give_key, Run(f"start {name}", ["docker", "start", name]), wait)
+    elif not key_is_given and facts.provisioned:
+        # root may not log in there, and its deploy user knows only the other key (running or not)
+        raise VpsError(f"{name} was provisioned for another key than this checkout's ({config.public_key_file}): "
+                       "another checkout (or an older key pair) made it. `invoke vps.down` removes it, with "
+                       "its Docker data; then `invoke deploy` makes and provisions one for this checkout")
     elif c.state == "running":
-        if not key_is_given and facts.provisioned:
-            # root may not log in there, and its deploy user knows only the other key
-            raise VpsError(f"{name} was provisioned for another key than this checkout's ({config.public_key_file}): "
-                           "another checkout (or an older key pair) made it. `invoke vps.down` removes it, with "
-                           "its Docker data; then `invoke deploy` makes and provisions one for this checkout")
         if not key_is_given:
             plan.add(give_key, Run("authorize it for root", ["docker", "exec", name, "vps-authorize"]))
         plan.add(wait)

@@ -23,7 +23,7 @@ import pytest
 from selenium import webdriver
 
 from tests.e2e.live import CADDY_ROOT_CERT
-from tests.smoke.test_http import _flower_credentials
+from tests.smoke.web import flower_credentials
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +106,7 @@ def _clean(seen: dict, what: str) -> None:
 
 
 def test_flowers_ui_loads_whole_under_its_policy(browser, live):
-    seen = visit(browser, f"https://{live.env.domains.flower}/", _flower_credentials(live.env))
+    seen = visit(browser, f"https://{live.env.domains.flower}/", flower_credentials(live.env))
     assert "Flower" in seen["title"], seen
     # its own scripts and styles came, so the policy was put to the test
     loaded = [urlsplit(name).path for name, _ in seen["resources"]

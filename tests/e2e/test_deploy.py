@@ -3,6 +3,7 @@ faults: a failing import check, a failing migration, a held lock, and a rollback
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
@@ -10,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from opskit import ROOT, deploy, inventory, render, ship, smoke
+from opskit import ROOT, db, deploy, inventory, render, ship, smoke
 from opskit.errors import DeployRefused, StepFailed
 from opskit.provision.run import provision
 from opskit.runner import Runner
@@ -125,8 +126,11 @@ def test_a_code_only_change_ships_only_code_layers_and_the_server_keeps_only_kep
     # the first change builds the dependency image if this machine lacks it (a warm one has the
     # final image of the current sources, so the deploy from nothing built nothing)
     live.deploy(code_change(tmp_path / "1"))
-    outcome = live.deploy(code_change(tmp_path / "2"))
+    progress = io.StringIO()
+    outcome = live.deploy(code_change(tmp_path / "2"), out=progress)
     titles = [title for title, _ in outcome.steps]
+    # the same migrations: the database's alembic_version is read, no upgrade container runs
+    assert db.AT_HEAD in progress.getvalue() and "alembic.runtime.migration" not in progress.getvalue()
     assert any(t.startswith("build api image") and "(code layers, no cache, on jobagent/api:deps-" in t
                for t in titles), titles
     assert not any("dependency image" in t for t in titles), titles  # the venv's image was there: reused

@@ -14,7 +14,8 @@ from dataclasses import replace
 import paramiko
 import pytest
 
-from opskit.errors import ConnectionFailed
+from opskit.errors import ConnectionFailed, VpsError
+from opskit.provision.item import PROVISIONED
 from opskit.sim import vps
 from opskit.sim.vps_config import HOST_KEY, VpsConfig
 from opskit.ssh import Connection
@@ -128,6 +129,19 @@ def test_a_stopped_vps_boots_again_with_the_same_identity(config, report):
     assert config.known_hosts.read_text() == pinned
     with Connection(config.target(bare=True)) as conn:
         assert conn.run(["id", "-un"]).stdout.decode().strip() == "root"
+
+
+def test_a_stopped_vps_made_for_another_key_is_refused_and_left_stopped(config, report, tmp_path):
+    # what `invoke provision` leaves, then the box stopped (a reboot of this machine)
+    assert docker("exec", config.container, "sh", "-c", f"mkdir -p {PROVISIONED.rsplit('/', 1)[0]} && "
+                  f"echo deploy > {PROVISIONED}").returncode == 0
+    assert docker("stop", config.container).returncode == 0
+    other = replace(config, state_dir=tmp_path / "other-checkout")
+    assert vps.gather(other).provisioned == "deploy\n"
+    with pytest.raises(VpsError, match="provisioned for another key.*`invoke vps.down`"):
+        vps.up(other)
+    assert vps.status(config).state == "exited"
+    assert docker("exec", config.container, "true").returncode != 0  # not started behind the refusal
 
 
 def test_down_removes_container_volume_and_pin_and_keeps_the_key(config, report):

@@ -7,7 +7,6 @@ that outlives two heartbeats and delivers an event a Celery task published."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import posixpath
 import ssl
@@ -19,6 +18,7 @@ from opskit.facts import caddy as caddy_facts
 from opskit.layout import Layout
 
 from .checks import listing, problem
+from .web import basic_auth, flower_credentials
 
 pytestmark = pytest.mark.http
 
@@ -46,16 +46,8 @@ def _get(web, domain, path, server, headers=None, scheme="https"):
                             _caddy_logs(server)))
 
 
-def _basic(user, password) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def _flower_credentials(env) -> dict:
-    return _basic(env.flower_user, env.secrets["flower_password"].reveal())
-
-
 def _flower_auth(env, site_role):
-    return _flower_credentials(env) if site_role == "flower" else None
+    return flower_credentials(env) if site_role == "flower" else None
 
 
 # -- certificates, redirects, headers (one line per domain) ------------------------------------------
@@ -223,13 +215,13 @@ def test_flower_requires_auth(web, env, server):
 
 
 def test_flower_rejects_wrong_password(web, env, server):
-    resp = _get(web, env.domains.flower, "/", server, _basic(env.flower_user, "opskit-smoke-wrong-password"))
+    resp = _get(web, env.domains.flower, "/", server, basic_auth(env.flower_user, "opskit-smoke-wrong-password"))
     assert resp.status == 401, problem(f"https://{env.domains.flower}/ answered {resp.status} to a wrong password "
                                        "(want 401)", _caddy_logs(server))
 
 
 def test_flower_accepts_its_credentials(web, env, server):
-    resp = _get(web, env.domains.flower, "/healthcheck", server, _flower_credentials(env))
+    resp = _get(web, env.domains.flower, "/healthcheck", server, flower_credentials(env))
     assert resp.status == 200, problem(
         f"https://{env.domains.flower}/healthcheck answered {resp.status} with user {env.flower_user} and the "
         "inventory's flower_password (want 200)", server.compose_hint("logs", "--tail", "50", "flower"))

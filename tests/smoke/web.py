@@ -4,12 +4,21 @@ local CA for `tls: internal`, the system CAs for ACME)."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+
+
+def basic_auth(user, password) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def flower_credentials(env) -> dict:
+    return basic_auth(env.flower_user, env.secrets["flower_password"].reveal())
 
 
 @dataclass

@@ -109,10 +109,17 @@ def test_a_running_vps_without_this_key_gets_it(config):
     assert argvs(plan)[1][-1] == "vps-authorize"
 
 
-def test_a_running_vps_provisioned_for_another_key_is_refused_naming_the_fix(config):
+@pytest.mark.parametrize("state", ["running", "exited", "paused"])
+def test_a_vps_provisioned_for_another_key_is_refused_naming_the_fix_before_it_is_started(config, state):
     with pytest.raises(VpsError, match="provisioned for another key than this checkout's .*`invoke vps.down`"):
-        vps_plan.plan_up(config, with_key(container=RUNNING, given_keys="ssh-ed25519 AAAAother x\n",
-                                          provisioned="deploy"))
+        vps_plan.plan_up(config, with_key(container=replace(RUNNING, state=state),
+                                          given_keys="ssh-ed25519 AAAAother x\n", provisioned="deploy"))
+
+
+def test_a_stopped_vps_provisioned_for_this_key_is_started_as_it_is(config):
+    stopped = replace(RUNNING, state="exited")
+    plan = vps_plan.plan_up(config, with_key(container=stopped, given_keys=PUBLIC, provisioned="deploy"))
+    assert [a[:2] for a in argvs(plan)] == [("docker", "start"), ("docker", "exec")]
 
 
 def test_a_stopped_vps_is_started(config):
