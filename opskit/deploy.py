@@ -17,6 +17,7 @@ import hashlib
 import json
 import posixpath
 import shlex
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -414,6 +415,7 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
     """Plan the deploy of `release` from the server's facts, then run it (or print it: dry run).
     On a failure, run the recovery plan and raise the original error."""
     started_at = time.monotonic()
+    heads = _in_background(migration_heads, env)  # a local process, while the server is asked
     facts = gather(env, connection)
     problems = preflight(env, facts, options)
     if problems:
@@ -425,7 +427,7 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
                                       parts) if parts else []  # nothing to build: nothing to bound here
     same = facts.current == release.id and not (options.force or options.rebuild)  # a converge: no migration
     plan = plan_deploy(env, release, facts, local, revision, options, parts, tuple(leftovers),
-                       None if same else migration_heads(env))
+                       None if same else heads())
     for name, why in sorted(parts.items()):
         if isinstance(why, str):  # the operator learns why this build gets no dependency image
             runner.say(f"{name}: built whole with no cache, no dependency image ({why}); README \"Builds\"")
@@ -457,6 +459,24 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
         seconds=time.monotonic() - started_at,
         urls=[f"https://{d}" for _, d in env.domains.items()],
     )
+
+
+def _in_background(fn, *args):
+    """Start fn(*args) in a thread; the function returned waits for its result (None if it raised)."""
+    box: dict = {}
+
+    def work():
+        try:
+            box["value"] = fn(*args)
+        except Exception:  # noqa: BLE001 (what it reads is optional: without it, the upgrade runs)
+            box["value"] = None
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        return box.get("value")
+    return result
 
 
 def migration_heads(env) -> tuple | None:

@@ -18,10 +18,15 @@ from .steps import LOCAL, SERVER, Run
 # BuildKit keeps a record of every --no-cache build too: this machine keeps at most this much
 BUILD_CACHE_KEEP = "2gb"
 
-# the images of kept releases (their compose files are the arguments); a failure keeps every image
+# the images of kept releases (their compose files are the arguments), read from the `image:` lines
+# our render writes (not `compose config --images`: one Compose start per kept release was most of
+# the step); a file that cannot be read, or names no image, keeps every image
+IMAGE_REFS_AWK = '$1 == "image:" { v = $2; gsub(/"/, "", v); print v }'
 _SERVER_IMAGES = r"""
-keep=$(for f in "$@"; do docker compose -f "$f" config --images || exit 1; done) || {
-  echo "could not read the images of every kept release: no image removed"; exit 0; }
+keep=$(for f in "$@"; do
+  refs=$(awk "$IMAGE_REFS_AWK" "$f") && [ -n "$refs" ] || exit 1
+  printf '%s\n' "$refs"
+done) || { echo "could not read the images of every kept release: no image removed"; exit 0; }
 removed=0
 for repo in $REPOS; do
   for ref in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" | grep -v ':<none>$'); do
@@ -38,7 +43,7 @@ def server_images(env, layout: Layout, kept: list) -> Run:
     release's compose file names; an image a container still runs stays."""
     repos = sorted({b.repository for b in env.builds.values()})
     files = [posixpath.join(layout.release(r), "docker-compose.yml") for r in kept]
-    script = f"REPOS={shlex.quote(' '.join(repos))}\n" + _SERVER_IMAGES
+    script = f"REPOS={shlex.quote(' '.join(repos))}\nIMAGE_REFS_AWK={shlex.quote(IMAGE_REFS_AWK)}\n" + _SERVER_IMAGES
     return Run(f"remove images of {', '.join(repos)} that no kept release uses",
                ["sh", "-c", script, "opskit-prune-images", *files], on=SERVER, timeout=300)
 

@@ -99,16 +99,9 @@ def the_others(env) -> list[str]:
     return [name for name in expected_services(env) if name not in apart]
 
 
-def jobs(env, folder: str) -> list[tuple[str, str]]:
-    """(name, sh script) of each job of the replacement, in the order they start."""
-    compose = shlex.join(compose_argv(folder, "up", "-d", "--wait", "--wait-timeout", str(WAIT_SECONDS)))
-    out = [(name, script(folder, env.project, name)) for name in START_FIRST if name in env.services]
-    out += [(name, f"exec {compose} {shlex.quote(name)}") for name in ON_ITS_OWN if name in env.services]
-    others = the_others(env)
-    if others:
-        out.append(("others", f"exec {compose} --remove-orphans {shlex.join(others)}"))
-    return out
-
+#: the release's service names, from `docker compose config` (normalised YAML: a top-level
+#: `services:` whose entries are two spaces in)
+SERVICE_NAMES_AWK = '/^[^ ]/ { top = $1 } top == "services:" && /^  [^ ]/ { sub(/:$/, "", $1); print $1 }'
 
 #: the engine's names of the release's networks, from `docker compose config` (normalised YAML: a
 #: top-level `networks:` whose entries each carry `name:` four spaces in); Compose 2.26, the one
@@ -119,30 +112,46 @@ NETWORK_NAMES_AWK = '/^[^ ]/ { top = $1 } top == "networks:" && /^    name: / { 
 def replace_script(env, folder: str) -> str:
     """Every job in the background, each line of its output marked with its name; then, if a
     start-first job fell back, the whole release's `up`; the exit code is 1 when a job failed.
+    The jobs are those of the services the release in `folder` has (read from its compose file:
+    a rollback's release may have other services than today's inventory), "others" being the rest.
     When a network of the release does not exist yet (a first deploy, a release that adds one), the
     jobs run one after another: two `up`s would both create it, and the second would fail."""
     compose = shlex.join(compose_argv(folder))
     whole = shlex.join(compose_argv(folder, "up", "-d", "--wait", "--wait-timeout", str(WAIT_SECONDS),
                                     "--remove-orphans"))
-    listed = jobs(env, folder)
-    names = " ".join(name for name, _ in listed)
+    up = shlex.join(compose_argv(folder, "up", "-d", "--wait", "--wait-timeout", str(WAIT_SECONDS)))
+    apart = (*START_FIRST, *ON_ITS_OWN)
     lines = ["set -u", "codes=$(mktemp -d)", "trap 'rm -rf \"$codes\"' EXIT",
              # the exit code goes to a file: a pipeline's status in sh is its last command's (sed's)
              'job() { { sh -c "$2"; echo $? > "$codes/$1"; } 2>&1 | sed -u "s/^/[$1] /"; }',
              f"conf=$({compose} config) || {{ echo 'the release compose file does not load' >&2; exit 1; }}",
              f'nets=$(printf "%s\\n" "$conf" | awk {shlex.quote(NETWORK_NAMES_AWK)})',
-             "new=''",
-             "for net in $nets; do",
-             '  docker network inspect "$net" >/dev/null 2>&1 || new="$new $net"',
+             f'services=" $(printf "%s\\n" "$conf" | awk {shlex.quote(SERVICE_NAMES_AWK)} | tr "\\n" " ")"',
+             "others=''",
+             "for s in $services; do",
+             f'  case " {" ".join(apart)} " in *" $s "*) ;; *) others="$others $s";; esac',
              "done",
-             'if [ -z "$new" ]; then']
-    lines += [f"  job {name} {shlex.quote(text)} &" for name, text in listed]
-    lines += ["  wait", "else",
-              '  echo "new network(s)$new: one job after another"']
-    lines += [f"  job {name} {shlex.quote(text)}" for name, text in listed]
-    lines += ["fi",
+             "todo=''"]
+    lines += [f'case "$services" in *" {name} "*) todo="$todo {name}";; esac' for name in apart]
+    lines += ['[ -z "$others" ] || todo="$todo others"',
+              "new=''",
+              "for net in $nets; do",
+              '  docker network inspect "$net" >/dev/null 2>&1 || new="$new $net"',
+              "done",
+              'if [ -n "$new" ]; then echo "new network(s)$new: one job after another"; fi',
+              "run() {",
+              '  case "$1" in']
+    lines += [f"    {name}) job {name} {shlex.quote(script(folder, env.project, name))};;" for name in START_FIRST]
+    lines += [f"    {name}) job {name} {shlex.quote(f'exec {up} {shlex.quote(name)}')};;" for name in ON_ITS_OWN]
+    lines += [f'    others) job others {shlex.quote(f"exec {up} --remove-orphans")}"$others";;',
+              "  esac",
+              "}",
+              "for name in $todo; do",
+              '  if [ -z "$new" ]; then run "$name" & else run "$name"; fi',
+              "done",
+              "wait",
               "failed=''; fall_back=''",
-              f"for name in {names}; do",
+              "for name in $todo; do",
               '  code=$(cat "$codes/$name" 2>/dev/null || echo 1)',
               f'  if [ "$code" = {FALL_BACK} ]; then fall_back="$fall_back $name";',
               '  elif [ "$code" != 0 ]; then failed="$failed $name"; fi',

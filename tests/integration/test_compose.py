@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from opskit import hardening, release_folder, render, rollout
+from opskit import hardening, prune, release_folder, render, rollout, smoke
 from tests.conftest import ENVIRONMENTS
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_compose")]
 
@@ -52,7 +52,7 @@ def test_compose_reads_back_each_confinement_and_network(make_env, tmp_path):
         name: net.internal for name, net in hardening.NETWORKS.items()}
 
 
-def test_the_replacement_finds_the_release_networks_in_what_compose_prints(make_env, tmp_path):
+def test_the_replacement_finds_the_release_networks_and_services_in_what_compose_prints(make_env, tmp_path):
     """The side-by-side replacement runs its jobs one after another when a network is new: it reads
     the names from `docker compose config` (Compose 2.26 has no `config --networks`)."""
     env = make_env("local")
@@ -62,3 +62,18 @@ def test_the_replacement_finds_the_release_networks_in_what_compose_prints(make_
     names = subprocess.run(["awk", rollout.NETWORK_NAMES_AWK], input=printed.stdout, capture_output=True, text=True)
     assert names.returncode == 0, names.stderr
     assert sorted(names.stdout.split()) == sorted(f"{env.project}_{name}" for name in hardening.NETWORKS)
+    # and the services whose jobs it starts (a rollback's release may have other services than today's)
+    services = subprocess.run(["awk", rollout.SERVICE_NAMES_AWK], input=printed.stdout, capture_output=True,
+                              text=True)
+    assert services.returncode == 0, services.stderr
+    assert sorted(services.stdout.split()) == sorted(smoke.expected_services(env))
+
+
+def test_the_image_prune_reads_the_same_images_as_compose_from_the_rendered_file(make_env, tmp_path):
+    """The prune reads a kept release's images from its `image:` lines, not `config --images`."""
+    folder = release_folder.write(render.render(make_env("local")), tmp_path / "local")
+    compose = subprocess.run(["docker", "compose", "config", "--images"], cwd=folder, capture_output=True, text=True)
+    assert compose.returncode == 0, compose.stderr
+    read = subprocess.run(["awk", prune.IMAGE_REFS_AWK, str(folder / "docker-compose.yml")], capture_output=True,
+                          text=True)
+    assert sorted(set(read.stdout.split())) == sorted(set(compose.stdout.split())) != []

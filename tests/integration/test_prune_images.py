@@ -38,7 +38,9 @@ def server(make_env, tmp_path):
     for release, tag in (("r1", "a"), ("r2", "b"), ("r3", "c")):
         folder = tmp_path / "srv" / "releases" / release
         folder.mkdir(parents=True)
-        (folder / "docker-compose.yml").write_text(f"services:\n  app:\n    image: {OURS}:{tag}\n")
+        # r2 as our render writes it (a quoted ref), the others plain
+        ref = f'"{OURS}:{tag}"' if release == "r2" else f"{OURS}:{tag}"
+        (folder / "docker-compose.yml").write_text(f"services:\n  app:\n    image: {ref}\n")
     for ref in [f"{OURS}:{tag}" for tag in "abcde"] + [f"{OTHER}:1"]:  # distinct images, as releases make
         subprocess.run(["docker", "build", "--quiet", "--tag", ref, "-"], input=f"FROM {SOURCE}\nLABEL t={ref}\n",
                        capture_output=True, text=True, check=True)

@@ -103,8 +103,9 @@ def test_no_up_drops_the_services_dependencies_from_its_config(env):
 FAKE_COMPOSE_DOCKER = r"""#!/bin/sh
 # for the whole replacement: each job's service, with a start and an end in $STATE/log
 case "$*" in
-  *" config") printf '%s\n' "name: $PROJECT" services: "  api:" "    networks:" "      web: null" \
-      networks: "  db:" "    name: ${PROJECT}_db" "    internal: true" "  web:" "    name: ${PROJECT}_web" \
+  *" config") printf '%s\n' "name: $PROJECT" services:
+      for svc in $SERVICES; do printf '%s\n' "  $svc:" "    networks:" "      web: null"; done
+      printf '%s\n' networks: "  db:" "    name: ${PROJECT}_db" "    internal: true" "  web:" "    name: ${PROJECT}_web" \
       volumes: "  pgdata:" "    name: ${PROJECT}_pgdata";;
   "network inspect "*) [ -f "$STATE/net_$3" ] || exit 1;;
   *"config --hash"*) echo "x $(cat "$STATE/want")";;
@@ -128,14 +129,14 @@ def replace(tmp_path, env):
     state = tmp_path / "state"
     state.mkdir()
 
-    def run(networks=("web", "db"), fail=""):
+    def run(networks=("web", "db"), fail="", services=smoke.expected_services(env)):
         (state / "want").write_text("new")
         (state / "log").write_text("")
         for net in networks:
             (state / f"net_{env.project}_{net}").write_text("")
         done = subprocess.run(["sh", "-c", rollout.replace_script(env, "/srv/r/1")], capture_output=True, text=True,
                               env={**os.environ, "PATH": path, "STATE": str(state), "FAIL": fail,
-                                   "PROJECT": env.project})
+                                   "PROJECT": env.project, "SERVICES": " ".join(services)})
         return done, (state / "log").read_text().splitlines()
     return run
 
@@ -168,3 +169,14 @@ def test_a_start_first_that_falls_back_brings_the_whole_release_up_once_the_jobs
     assert done.returncode == 0, done.stderr
     assert log[-2:] == ["start --remove-orphans", "end --remove-orphans"], log
     assert "the new container of api was not healthy beside the old one" in done.stderr
+
+
+def test_the_jobs_are_those_of_the_services_the_release_has(replace, env):
+    """A rollback's release may lack a service of today's inventory, or have one it lacks."""
+    older = [name for name in smoke.expected_services(env) if name != "frontend"] + ["mailer"]
+    done, log = replace(services=older)
+    assert done.returncode == 0, done.stderr
+    assert "[frontend]" not in done.stdout and "[api] api: the new container is healthy" in done.stdout
+    others = [name for name in older if name not in (*rollout.START_FIRST, *rollout.ON_ITS_OWN)]
+    assert f"[others] up of --remove-orphans {' '.join(others)}" in done.stdout
+    assert len([line for line in log if line.startswith("start")]) == 3, log
