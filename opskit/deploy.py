@@ -75,7 +75,7 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
     layout = Layout(env.remote_dir)
     folder = layout.release(release.id)
     plan = Plan(f"deploy {release.id} to {env.name} ({env.ssh})")
-    if facts.current == release.id and not (options.force or options.rebuild):
+    if is_converge(release, facts, options):
         return plan_converge(env, release, facts, options)  # the same inputs: repair what drifted, if anything
 
     builds = images.plan_builds(env, release, local, revision, rebuild=options.rebuild, parts=parts)
@@ -114,6 +114,11 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
         plan.add(*filter(None, [prune.local_images_step(list(leftovers)), prune.build_cache_step()]),
                  phase=Phase.FINISH)
     return plan
+
+
+def is_converge(release, facts, options: Options) -> bool:
+    """The same inputs as the current release, not forced: the deploy converges (`plan_converge`)."""
+    return facts.current == release.id and not (options.force or options.rebuild)
 
 
 def drift(release, containers) -> dict[str, str]:
@@ -425,9 +430,8 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
     leftovers = prune.local_leftovers(images.repository_images(b.repository for b in env.builds.values()),
                                       env.keep_releases, {b["image"] for b in release.builds.values()} | facts.images,
                                       parts) if parts else []  # nothing to build: nothing to bound here
-    same = facts.current == release.id and not (options.force or options.rebuild)  # a converge: no migration
     plan = plan_deploy(env, release, facts, local, revision, options, parts, tuple(leftovers),
-                       None if same else heads())
+                       None if is_converge(release, facts, options) else heads())  # a converge migrates nothing
     for name, why in sorted(parts.items()):
         if isinstance(why, str):  # the operator learns why this build gets no dependency image
             runner.say(f"{name}: built whole with no cache, no dependency image ({why}); README \"Builds\"")

@@ -36,9 +36,9 @@ from .vps_plan import Container, VpsFacts, known_hosts_line, plan_down, plan_pin
 # -- facts ------------------------------------------------------------------------------------------
 
 
-def _docker(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
+def _docker(*argv: str, timeout: float = 30, text: bool = True) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(["docker", *argv], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(["docker", *argv], capture_output=True, text=text, timeout=timeout)
     except FileNotFoundError as exc:
         raise VpsError("the docker client is missing: run scripts/setup-docker.sh") from exc
 
@@ -111,10 +111,7 @@ def _read_in(config: VpsConfig, path: str, running: bool) -> str | None:
     if running:
         return _exec_read(config, path)
     # `docker cp` reads a stopped container's files (as a tar stream) without starting it
-    try:
-        done = subprocess.run(["docker", "cp", f"{config.container}:{path}", "-"], capture_output=True, timeout=30)
-    except FileNotFoundError as exc:
-        raise VpsError("the docker client is missing: run scripts/setup-docker.sh") from exc
+    done = _docker("cp", f"{config.container}:{path}", "-", text=False)
     if done.returncode != 0:
         return None
     with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
