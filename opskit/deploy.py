@@ -27,7 +27,7 @@ from .layout import Layout, compose_argv as compose
 from .render import ACME_CA_ROOT_FILE, BACKUP_SCRIPT_FILE, backup_script
 from .lock import LOCK_HELD  # noqa: F401  (the lock step's exit code, named where deploys are)
 from .secrets import Secret
-from .steps import SERVER, Phase, Plan, Run, ShipImage, WriteFile
+from .steps import SERVER, Beside, Phase, Plan, Run, ShipImage, WriteFile, in_phase
 
 
 @dataclass
@@ -89,19 +89,23 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
     plan.add(acquire_lock(layout, release.id, options, facts.lock is not None and options.break_lock),
              phase=Phase.LOCK)
 
-    plan.add(*move_images(env, release, facts), phase=Phase.SHIP)
-    if release.id not in facts.releases:
-        plan.add(*upload_release(layout, release), phase=Phase.SHIP)
-
+    moves = in_phase(Phase.SHIP, *move_images(env, release, facts))
+    folder_steps = in_phase(Phase.SHIP, *upload_release(layout, release)) if release.id not in facts.releases else []
     # the database first: roles and migrations run before the new API and frontend take traffic
-    plan.add(install_config(layout, release.id),
-             start_stores(folder), db.roles_step(env, folder), phase=Phase.CONFIG)
+    config = in_phase(Phase.CONFIG, install_config(layout, release.id), start_stores(folder), db.roles_step(env, folder))
+    if moves and not images_to_move(env, release, facts) & stores_images(release):
+        # the stores run images the server has: they need nothing the ship brings (the migration does)
+        plan.add(Beside("ship the images beside the release folder, its config and the stores",
+                        (moves, folder_steps + config)))
+    else:
+        plan.add(*moves, *folder_steps, *config)
     if env.backup is not None:
         plan.add(skipped_backup(release.id, options) if options.skip_backup else backup_before_migrating(env, folder),
                  phase=Phase.CONFIG)
     plan.add(db.migrate_step(env, folder, heads), phase=Phase.CONFIG)
-    plan.add(hand_caddy_volumes(env.project, release.images["caddy"]), rollout.replace_step(env, folder),
-             phase=Phase.START)
+    if not caddy_volumes_handed_over(facts):
+        plan.add(hand_caddy_volumes(env.project, release.images["caddy"]), phase=Phase.START)
+    plan.add(rollout.replace_step(env, folder), phase=Phase.START)
     if caddy_config_changed(release, facts):  # a reload with the same config would only cost a restart of its apps
         plan.add(reload_caddy(folder), phase=Phase.START)
     plan.add(mark_current(layout, release.id), phase=Phase.FINISH)
@@ -201,13 +205,23 @@ def backup_before_migrating(env, folder: str) -> Run:
                ["sh", "-c", guard + backup_script(env, folder)], on=SERVER, stream=True, timeout=4 * 3600)
 
 
+def images_to_move(env, release, facts) -> set:
+    """The images of the release (and the backup's restic) that the server lacks."""
+    wanted = set(release.images.values()) | ({env.backup.image} if env.backup else set())  # restic runs there
+    return wanted - facts.images
+
+
+def stores_images(release) -> set:
+    """The images `start_stores` and the roles step run."""
+    return {release.images[s] for s in ("postgres", "redis") if s in release.images}
+
+
 def move_images(env, release, facts) -> list:
     """Get every image of the release onto the server that it lacks: built images by the registry
     (when the inventory names one) or shipped over SSH; the official ones pulled, or shipped."""
     steps = []
     built = {info["image"] for info in release.builds.values()}
-    wanted = set(release.images.values()) | ({env.backup.image} if env.backup else set())  # restic runs there
-    for image in sorted(wanted - facts.images):
+    for image in sorted(images_to_move(env, release, facts)):
         if image in built and env.registry:
             steps.append(Run(f"push {image}", ["docker", "push", image], stream=True, timeout=1800))
             steps.append(Run(f"pull {image} from the registry", ["docker", "pull", image], on=SERVER, stream=True,
@@ -235,7 +249,9 @@ def plan_recovery(env, release, facts, started: bool) -> Plan:
     layout = Layout(env.remote_dir)
     plan = Plan(f"recover from a failed deploy of {release.id}")
     if started and facts.current and facts.current != release.id:
-        plan.add(*switch_to(env, facts.current, f"bring the previous release {facts.current} back"))
+        # the new release's Caddy may have run as another user meanwhile: always handed over
+        plan.add(*switch_to(env, facts.current, f"bring the previous release {facts.current} back",
+                            caddy_image(facts) or release.images.get("caddy")))
     if release.id not in facts.releases and release.id != facts.current:
         plan.add(Run(f"remove the unfinished release {release.id}",
                      ["rm", "-rf", "--", layout.release(release.id), layout.partial(release.id)], on=SERVER))
@@ -247,13 +263,27 @@ def plan_recovery(env, release, facts, started: bool) -> Plan:
     return plan
 
 
-def switch_to(env, release_id: str, title: str) -> list:
+def switch_to(env, release_id: str, title: str, caddy_image: str | None = None) -> list:
     """Serve an existing release again: its config, its containers (those that serve traffic
-    start-first), Caddy reloaded (no build)."""
+    start-first), Caddy reloaded (no build). With `caddy_image` (one the server has), Caddy's
+    volumes are handed to its user first, as in a deploy."""
     layout = Layout(env.remote_dir)
     folder = layout.release(release_id)
-    return [install_config(layout, release_id), start_stores(folder), rollout.replace_step(env, folder, title),
-            reload_caddy(folder)]
+    hand_over = [hand_caddy_volumes(env.project, caddy_image)] if caddy_image else []
+    return [install_config(layout, release_id), start_stores(folder), *hand_over,
+            rollout.replace_step(env, folder, title), reload_caddy(folder)]
+
+
+def caddy_image(facts) -> str | None:
+    """The image a Caddy container of the project was made from (on the server: it has the container)."""
+    return next((c.image_ref for c in facts.containers if c.service == "caddy"), None)
+
+
+def caddy_volumes_handed_over(facts) -> bool:
+    """Whether Caddy's volumes are its user's already: every Caddy container runs as that user, so
+    the deploy or rollback that started it handed them over first, and only that user wrote since."""
+    caddies = [c for c in facts.containers if c.service == "caddy"]
+    return bool(caddies) and all(c.user == hardening.CADDY_USER for c in caddies)
 
 
 def start_stores(folder: str) -> Run:
@@ -452,7 +482,8 @@ def deploy(env, release, connection, runner, options: Options, revision: str) ->
         if failure.step.phase == Phase.LOCK and failure.returncode == LOCK_HELD:
             raise DeployRefused("deploy refused, nothing was changed: another deploy took the lock first: "
                                 f"{lock.holder_named(failure.output)}") from None
-        recover(runner, recovery_for(env, release, facts, failure.step.phase),
+        # the furthest phase started, not only the failed step's: a step beside it may have gone further
+        recover(runner, recovery_for(env, release, facts, max(failure.step.phase, runner.reached)),
                 f"{failure.step.title} failed in phase {failure.step.phase.name.lower()}")
         raise
     except ConnectionLost as lost:
@@ -528,7 +559,7 @@ def after_lost_link(env, release, facts, connection, runner, options: Options, l
                               "`invoke deploy --break-lock` goes on", lost.step)
     if now.lock is None or now.lock.deploy_id != options.deploy_id:
         return ConnectionLost(f"{lost}; reconnected: this deploy held no lock, so it changed nothing", lost.step)
-    phase = max(lost.step.phase, Phase.SHIP) if lost.step is not None else Phase.FINISH
+    phase = max(lost.step.phase, runner.reached, Phase.SHIP) if lost.step is not None else Phase.FINISH
     done = recover(runner, recovery_for(env, release, facts, phase), "the link was lost")
     return ConnectionLost(f"{lost}; reconnected and " + (
         "recovered: the previous release serves and the lock is free" if done else
@@ -562,7 +593,9 @@ def rollback(env, connection, runner, to: str | None = None) -> str:
     layout = Layout(env.remote_dir)
     plan = Plan(f"roll back {env.name} from {facts.current} to {to}")
     plan.add(acquire_lock(layout, to, Options(), breaking=False), phase=Phase.LOCK)
-    plan.add(*switch_to(env, to, f"start release {to} and wait until healthy"), phase=Phase.START)
+    handed = caddy_volumes_handed_over(facts)  # else the Caddy now running (root) may have written there
+    plan.add(*switch_to(env, to, f"start release {to} and wait until healthy", None if handed else caddy_image(facts)),
+             phase=Phase.START)
     plan.add(mark_current(layout, to), release_lock(layout), phase=Phase.FINISH)
     try:
         runner.run(plan)

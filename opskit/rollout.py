@@ -1,5 +1,6 @@
-"""Replacing the services of a release without anyone noticing: one server step, three jobs side by
-side (the API and the frontend start-first, beat stop-first on its own, the rest in one `up`).
+"""Replacing the services of a release without anyone noticing: one server step, its jobs side by
+side (the API and the frontend start-first, the worker overlapped, beat stop-first on its own, the
+rest in one `up`).
 
 Compose recreates a container stop-first: the old one stops, then the new one starts, and for the
 seconds between, Caddy has nothing to send requests to. For the API and the frontend the new
@@ -7,6 +8,14 @@ container starts beside the old one (`--scale N+1 --no-recreate`: Compose adds a
 new config and leaves the old as it is), and only once it is healthy does the old one stop, with its
 own stop_grace_period (uvicorn and the frontend close their listener at SIGTERM and finish what is
 in flight).
+
+The worker serves a queue, not requests: stop-first, the queue waits for the old worker's warm
+shutdown (up to its soft shutdown while a long task runs) and then for the new one's boot. Here the
+new worker starts beside the old, which is told to stop at that moment: it takes no new task from
+then on and finishes or hands back what it runs while the new one boots, so the queue waits for the
+boot alone and the step for the longer of the two. (Stopping the old one only once the new is
+healthy would leave no wait at all, but the old worker would take tasks meanwhile that its stop
+then hands back half done, and the deploy would last the boot plus the warm shutdown.)
 
 Caddy needs no reload: it dials the service's name, which Docker's DNS answers with every running
 container of the service; a dial refused by a stopping one goes on to the next address, and a
@@ -18,8 +27,8 @@ one after the other they took the sum of their times. They share nothing: each n
 services, whose dependencies (Postgres, Redis) `deploy.start_stores` brought up just before (in a
 deploy, a rollback and a recovery).
 
-If a new API or frontend container does not become healthy, it is removed (the old one served on),
-and once the jobs are over the whole release is brought up stop-first, as before start-first (an
+If a new API or frontend container does not become healthy, it is removed (the old one served on;
+the old worker has stopped by then), and once the jobs are over the whole release is brought up stop-first, as before start-first (an
 upgrade from a release whose other services lack what the new container needs, seen in CI: Postgres
 not yet on the frontend's network); if that fails too, the deploy fails and its recovery brings the
 previous release back.
@@ -44,14 +53,18 @@ WAIT_SECONDS = 300
 FALL_BACK = 3
 
 
-def script(folder: str, project: str, service: str) -> str:
-    """The server-side script (`sh`) of one start-first service: started when none runs (a first
-    deploy), nothing when every running one already has the new config, else new beside old; exit
-    FALL_BACK when the new one was not healthy (removed, the old one untouched)."""
+def script(folder: str, project: str, service: str, overlap: bool = False) -> str:
+    """The server-side script (`sh`) of one service replaced beside its old container: started when
+    none runs (a first deploy), nothing when every running one already has the new config, else
+    the new one beside the old; exit FALL_BACK when the new one was not healthy (it is removed).
+
+    Start-first (`overlap` false: the API, the frontend): the old container stops once the new one
+    is healthy, untouched if it never is. Overlapped (the worker, `OVERLAPPED`): the old one is told
+    to stop as the new one starts, and its warm shutdown runs while the new one boots."""
     compose = shlex.join(compose_argv(folder))
     svc = shlex.quote(service)
     listed = f"docker ps -q {shlex.join(project_filter(project, service))}"
-    return f"""set -u
+    head = f"""set -u
 want=$({compose} config --hash {svc} | awk '{{print $2}}')
 [ -n "$want" ] || {{ echo "{service}: no such service in the release" >&2; exit 1; }}
 # a container of the service that does not run (a crash, an earlier failed start) would be started
@@ -69,7 +82,7 @@ for id in $old; do
 done
 if [ -z "$stale" ]; then echo "{service}: already runs this release"; exit 0; fi
 count=$(echo $old | wc -w)
-if ! {compose} up -d --no-recreate --scale {svc}=$((count + 1)) --wait --wait-timeout {WAIT_SECONDS} {svc}; then
+fail() {{
   new=""
   for id in $({listed} -a); do
     case " $old " in *" $id "*) ;; *) new="$new $id";; esac
@@ -79,13 +92,42 @@ if ! {compose} up -d --no-recreate --scale {svc}=$((count + 1)) --wait --wait-ti
     docker logs --tail 30 "$id" >&2 2>&1
   done
   [ -z "$new" ] || docker rm -f $new >/dev/null
-  echo "{service}: the new container did not become healthy beside the old; it is removed" >&2
+  echo "{service}: $1; it is removed" >&2
   exit {FALL_BACK}
-fi
+}}
+"""
+    if not overlap:
+        return head + f"""{compose} up -d --no-recreate --scale {svc}=$((count + 1)) --wait --wait-timeout {WAIT_SECONDS} {svc} ||
+  fail "the new container did not become healthy beside the old"
 echo "{service}: the new container is healthy beside the old; stopping the old one gracefully"
 docker stop $stale >/dev/null && docker rm $stale >/dev/null
 """
+    # `up --wait` would wait on the stopping old container too: the new one's health is polled
+    return head + f"""{compose} up -d --no-recreate --scale {svc}=$((count + 1)) {svc} || fail "the new container did not start"
+fresh=""
+for id in $({listed}); do
+  case " $old " in *" $id "*) ;; *) fresh="$fresh $id";; esac
+done
+[ -n "$fresh" ] || fail "no new container came up"
+echo "{service}: the new container started; the old one stops gracefully (warm shutdown) while it boots"
+docker stop $stale >/dev/null & stopping=$!
+deadline=$(($(date +%s) + {WAIT_SECONDS}))
+for id in $fresh; do
+  while :; do
+    state=$(docker inspect -f '{{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{else}}}}{{{{.State.Status}}}}{{{{end}}}}' "$id")
+    case $state in healthy) break;; unhealthy|exited|dead|"") wait $stopping; fail "the new container is $state";; esac
+    [ "$(date +%s)" -lt $deadline ] || {{ wait $stopping; fail "the new container was not healthy within {WAIT_SECONDS}s"; }}
+    sleep 0.5
+  done
+done
+wait $stopping && docker rm $stale >/dev/null || {{ echo "{service}: the old container did not stop" >&2; exit 1; }}
+echo "{service}: the new container is healthy, the old one stopped"
+"""
 
+
+#: replaced overlapped (`script`): the old one is told to stop as its successor starts, so the queue
+#: waits for the new one's boot, not for the old one's warm shutdown and then the boot
+OVERLAPPED = ("worker",)
 
 #: replaced stop-first in an `up` of its own: never two beats, and its new container does not wait
 #: for the worker's soft shutdown (one `up` starts no new container before every old one it
@@ -95,7 +137,7 @@ ON_ITS_OWN = ("beat",)
 
 def the_others(env) -> list[str]:
     """Every service of a release but those replaced start-first or on their own: one `up`."""
-    apart = {*START_FIRST, *ON_ITS_OWN} & set(env.services)
+    apart = {*START_FIRST, *OVERLAPPED, *ON_ITS_OWN} & set(env.services)
     return [name for name in expected_services(env) if name not in apart]
 
 
@@ -120,7 +162,7 @@ def replace_script(env, folder: str) -> str:
     whole = shlex.join(compose_argv(folder, "up", "-d", "--wait", "--wait-timeout", str(WAIT_SECONDS),
                                     "--remove-orphans"))
     up = shlex.join(compose_argv(folder, "up", "-d", "--wait", "--wait-timeout", str(WAIT_SECONDS)))
-    apart = (*START_FIRST, *ON_ITS_OWN)
+    apart = (*START_FIRST, *OVERLAPPED, *ON_ITS_OWN)
     lines = ["set -u", "codes=$(mktemp -d)", "trap 'rm -rf \"$codes\"' EXIT",
              # the exit code goes to a file: a pipeline's status in sh is its last command's (sed's)
              'job() { { sh -c "$2"; echo $? > "$codes/$1"; } 2>&1 | sed -u "s/^/[$1] /"; }',
@@ -142,6 +184,8 @@ def replace_script(env, folder: str) -> str:
               "run() {",
               '  case "$1" in']
     lines += [f"    {name}) job {name} {shlex.quote(script(folder, env.project, name))};;" for name in START_FIRST]
+    lines += [f"    {name}) job {name} {shlex.quote(script(folder, env.project, name, overlap=True))};;"
+              for name in OVERLAPPED]
     lines += [f"    {name}) job {name} {shlex.quote(f'exec {up} {shlex.quote(name)}')};;" for name in ON_ITS_OWN]
     lines += [f'    others) job others {shlex.quote(f"exec {up} --remove-orphans")}"$others";;',
               "  esac",
@@ -169,6 +213,7 @@ def replace_script(env, folder: str) -> str:
 
 def replace_step(env, folder: str, title: str = "") -> Run:
     named = [f"{', '.join(n for n in START_FIRST if n in env.services)} start-first",
+             *(f"{n} overlapped" for n in OVERLAPPED if n in env.services),
              *(f"{n} stop-first on its own" for n in ON_ITS_OWN if n in env.services), "the others in one up"]
     return Run(title or f"replace the services side by side: {'; '.join(named)}",
                ["sh", "-c", replace_script(env, folder)], on=SERVER, stream=True, timeout=2 * WAIT_SECONDS + 120)

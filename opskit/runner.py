@@ -6,9 +6,11 @@ failure and raises `StepFailed` naming the step and the tail of its output.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -18,8 +20,7 @@ from pathlib import Path
 from .errors import CommandTimeout, ConnectionLost, OpskitError, StepFailed
 from .secrets import Secret, reveal
 from . import ship
-from .steps import ShipImage
-from .steps import SERVER, Check, Plan, Run, WriteFile
+from .steps import BRANCHES, SERVER, Beside, Check, Phase, Plan, Run, ShipImage, WriteFile
 
 
 @dataclass
@@ -40,6 +41,9 @@ class Runner:
         self.results: list[StepResult] = []
         self.bytes_shipped = 0  # compressed bytes on the wire
         self.layers_loaded: set = set()  # diff IDs this run has put on the server
+        self.reached = Phase.NONE  # the furthest phase of a step of the last plan run started
+        self._reached_lock = threading.Lock()
+        self._mark = _Mark()  # a branch's mark on its progress lines (`Beside`), per thread
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -48,25 +52,64 @@ class Runner:
         if self.dry_run:
             self.say(plan.render() + "\n(dry run: nothing was changed)")
             return []
-        results = []
-        total = len(plan)
-        for i, step in enumerate(plan, 1):
-            self.say(f"==> [{i}/{total}] {step.title}")
-            if self.verbose:
-                self.say(f"    {step.describe()}")
-            started = time.monotonic()
-            try:
-                output = self._execute(step)
-            except ConnectionLost as lost:
-                raise ConnectionLost(f"{lost} during step `{step.title}`", step) from lost
-            except CommandTimeout as late:
-                raise StepFailed(step, None, str(late)) from late
-            result = StepResult(step, time.monotonic() - started, output)
-            results.append(result)
-            self.results.append(result)  # kept as they finish: a failed run still shows its timings
-            if result.seconds >= 2:
-                self.say(f"    done in {result.seconds:.1f}s")
+        results: list[StepResult] = []
+        self.reached = Phase.NONE
+        total, number = len(plan), 0
+        for step in plan.steps:
+            if isinstance(step, Beside):
+                self._beside(step, number, total, results)
+                number += len(step.leaves())
+            else:
+                number += 1
+                self._one(step, f"[{number}/{total}]", results)
         return results
+
+    def _one(self, step, label: str, results: list) -> None:
+        self.say(f"==> {label} {step.title}")
+        if self.verbose:
+            self.say(f"    {step.describe()}")
+        with self._reached_lock:
+            self.reached = max(self.reached, step.phase)
+        started = time.monotonic()
+        try:
+            output = self._execute(step)
+        except ConnectionLost as lost:
+            raise ConnectionLost(f"{lost} during step `{step.title}`", step) from lost
+        except CommandTimeout as late:
+            raise StepFailed(step, None, str(late)) from late
+        result = StepResult(step, time.monotonic() - started, output)
+        results.append(result)
+        self.results.append(result)  # kept as they finish: a failed run still shows its timings
+        if result.seconds >= 2:
+            self.say(f"    {self._mark.text}done in {result.seconds:.1f}s")
+
+    def _beside(self, step: Beside, before: int, total: int, results: list) -> None:
+        """Each branch in a thread of its own; after a failure the others start no further step,
+        and once all have stopped, the first failure is raised."""
+        failures: list = []
+        self.say(f"==> {step.title}, side by side: "
+                 + "; ".join(f"{letter}) {len(branch)} step(s)" for letter, branch in zip(BRANCHES, step.branches)))
+
+        def branch(letter: str, first: int, steps: tuple) -> None:
+            self._mark.text = f"{letter}| "
+            try:
+                for n, inner in enumerate(steps, first):
+                    if failures:
+                        return
+                    self._one(inner, f"[{n}/{total}] {letter}|", results)
+            except BaseException as failed:  # noqa: BLE001 (raised again, in the plan's thread)
+                failures.append(failed)
+
+        threads, first = [], before + 1
+        for letter, steps in zip(BRANCHES, step.branches):
+            threads.append(threading.Thread(target=branch, args=(letter, first, steps), daemon=True))
+            first += len(steps)
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
 
     def quietly(self, step) -> str | None:
         """Run one step with no progress lines and no exception (background upkeep, such as the
@@ -92,7 +135,7 @@ class Runner:
         raise OpskitError(f"the runner does not know the step type {type(step).__name__}")
 
     def _echo(self, line: str) -> None:
-        self.say(f"    {line}")
+        self.say(f"    {self._mark.text}{line}")
 
     def _run(self, step: Run) -> str:
         mask = _masker(step)
@@ -179,27 +222,37 @@ class Runner:
         return ""
 
     def _ship(self, step: ShipImage) -> str:
-        with tempfile.TemporaryDirectory(prefix="opskit-ship-") as tmp:
-            tar = os.path.join(tmp, "image.tar")
-            saved = subprocess.run(["docker", "save", "-o", tar, step.image], capture_output=True, text=True)
-            if saved.returncode != 0:
-                raise StepFailed(step, saved.returncode, saved.stderr)
-            counts = {}
-            skip = step.skip | self.layers_loaded  # an earlier image of this run may share layers
-            if step.margin_mb:
-                room = self._server().run(ship.FREE_SPACE, timeout=60)
-                problem = ship.room_problem(room.stdout.decode(errors="replace"), ship.bytes_to_send(tar, skip),
-                                            step.margin_mb, step.image)
-                if problem:
-                    raise StepFailed(step, None, problem)
+        diff_ids = self._diff_ids(step)
+        skip = step.skip | self.layers_loaded  # an earlier image of this run may share layers
+        df = self._server().run(ship.FREE_SPACE, timeout=60).stdout.decode(errors="replace") if step.margin_mb else ""
+        room = ship.room_for_layers(df, step.margin_mb) if step.margin_mb else None
+        if step.margin_mb and room is None:
+            raise StepFailed(step, None, ship.room_problem(df, 0, step.margin_mb, step.image))
+        counts = {}
+        with tempfile.TemporaryFile() as errors:
+            # straight from the engine into the filter: no copy of the whole image on disk here
+            save = subprocess.Popen(["docker", "save", step.image], stdout=subprocess.PIPE, stderr=errors)
 
             def feed(out):
                 wire = ship.Gzip(_Progress(out, self._echo))
-                counts["sent"], counts["left_out"], counts["layers"] = ship.filtered(tar, skip, wire)
+                counts["sent"], counts["left_out"], counts["layers"] = ship.stream(save.stdout, diff_ids, skip, wire,
+                                                                                   room)
                 wire.close()
                 counts["wire"] = wire.compressed
 
-            done = self._server().run(["docker", "load"], stdin=feed, timeout=1800)
+            try:
+                done = self._server().run(["docker", "load"], stdin=feed, timeout=1800)
+            except ship.NoRoom as full:  # the unfinished tar made `docker load` fail: nothing loaded
+                raise StepFailed(step, None, ship.room_problem(df, full.need, step.margin_mb, step.image)) from None
+            except tarfile.TarError as broken:
+                raise StepFailed(step, save.wait() or None, f"docker save {step.image} broke off ({broken}): "
+                                 + _tail(errors)) from None
+            finally:
+                save.stdout.close()
+                if save.poll() is None:
+                    save.kill()
+            if save.wait() != 0:
+                raise StepFailed(step, save.returncode, f"docker save {step.image} failed: " + _tail(errors))
         if done.returncode != 0:
             raise StepFailed(step, done.returncode, done.output)
         self.layers_loaded |= counts["layers"]
@@ -209,10 +262,23 @@ class Runner:
         self._echo(summary)
         return done.output + summary
 
+    @staticmethod
+    def _diff_ids(step: ShipImage) -> list[str]:
+        """The image's layers here, bottom first (what the save's layer blobs are known by)."""
+        seen = subprocess.run(["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", step.image],
+                              capture_output=True, text=True)
+        if seen.returncode != 0:
+            raise StepFailed(step, seen.returncode, seen.stderr.strip() or f"no image {step.image} here")
+        return json.loads(seen.stdout) or []
+
     def _server(self):
         if self.connection is None:
             raise OpskitError("this plan has server steps but the runner has no SSH connection")
         return self.connection
+
+
+class _Mark(threading.local):
+    text = ""
 
 
 class _Progress:
@@ -262,3 +328,9 @@ def write_local(path: Path, data: bytes, mode: int = 0o644) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _tail(errors) -> str:
+    """The last lines a program wrote to the file `errors`."""
+    errors.seek(0)
+    return errors.read().decode(errors="replace").strip()[-1000:]

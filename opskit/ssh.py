@@ -133,7 +133,11 @@ class Connection:
         chan.settimeout(timeout)
         chan.exec_command(command)
         if callable(stdin):
-            stdin(_ChannelWriter(chan))
+            try:
+                stdin(_ChannelWriter(chan))
+            except BaseException:  # the feed gave up: the program sees its input cut, the channel goes
+                chan.close()
+                raise
         elif stdin is not None:
             chan.sendall(stdin)
         chan.shutdown_write()

@@ -130,12 +130,38 @@ class ShipImage:
                 f"(minus {len(self.skip)} layers the server has) | docker load")
 
 
+#: the marks of a `Beside`'s branches, in the dry run and the progress lines
+BRANCHES = "abcdefgh"
+
+
+@dataclass(frozen=True)
+class Beside:
+    """Branches of steps that run at the same time, each branch in its own order; the plan goes on
+    once every branch is done. After a failure in one, the others start no further step, and the
+    plan stops with that failure. Each inner step keeps its own phase."""
+
+    title: str
+    branches: tuple  # of tuples of steps
+
+    def __post_init__(self):
+        object.__setattr__(self, "branches", tuple(tuple(b) for b in self.branches if b))
+        if len(self.branches) > len(BRANCHES):
+            raise ValueError(f"a Beside runs at most {len(BRANCHES)} branches, not {len(self.branches)}")
+
+    @property
+    def phase(self) -> Phase:
+        return max((s.phase for s in self.leaves()), default=Phase.NONE)
+
+    def leaves(self) -> list:
+        return [s for branch in self.branches for s in branch]
+
+
 Step = Run | WriteFile | Check | ShipImage
 
 
 def in_phase(phase: Phase, *steps) -> list:
-    """The same steps, each marked as part of `phase`."""
-    return [dataclasses.replace(s, phase=phase) for s in steps]
+    """The same steps, each marked as part of `phase` (a `Beside` keeps its inner steps' phases)."""
+    return [s if isinstance(s, Beside) else dataclasses.replace(s, phase=phase) for s in steps]
 
 
 @dataclass
@@ -151,15 +177,28 @@ class Plan:
         return self
 
     def __iter__(self):
-        return iter(self.steps)
+        """Every step that does something, those inside a `Beside` in their branches' order."""
+        for step in self.steps:
+            yield from step.leaves() if isinstance(step, Beside) else (step,)
 
     def __len__(self):
-        return len(self.steps)
+        return sum(1 for _ in self)
 
     def render(self) -> str:
         if not self.steps:
             return f"plan {self.name}: nothing to do"
-        width = len(str(len(self.steps)))
-        lines = [f"plan {self.name}: {len(self.steps)} steps"]
-        lines += [f"  {i:>{width}}. {s.describe()}" for i, s in enumerate(self.steps, 1)]
+        total = len(self)
+        width = len(str(total))
+        lines, number = [f"plan {self.name}: {total} steps"], 0
+        for step in self.steps:
+            if not isinstance(step, Beside):
+                number += 1
+                lines.append(f"  {number:>{width}}. {step.describe()}")
+                continue
+            lines.append(f"  {'':>{width}}  {step.title}, side by side:")
+            for letter, branch in zip(BRANCHES, step.branches):
+                for inner in branch:
+                    number += 1
+                    lines.append(f"  {number:>{width}}. {letter}| {inner.describe()}")
         return "\n".join(lines)
+

@@ -57,6 +57,7 @@ class Container:
     ports: tuple  # Port, from both the configured bindings and the live ones
     config_hash: str | None
     oneoff: bool = False
+    user: str = ""  # Config.User: "" when the image's own user (root unless the image says otherwise)
     env: dict = field(default_factory=dict, repr=False, compare=False)  # holds secrets: never print
 
     @property
@@ -133,6 +134,7 @@ def parse_containers(inspect_json: str) -> list[Container]:
             ports=_ports(c),
             config_hash=labels.get(CONFIG_HASH_LABEL),
             oneoff=labels.get(ONEOFF_LABEL, "False").lower() == "true",
+            user=config.get("User") or "",
             env=env,
         ))
     return out

@@ -3,6 +3,7 @@
 Once, while the deploy runs, everything that could notice it watches:
 - 25 requests a second through Caddy to `api.` and `app.`: none fails;
 - Docker's events of the API containers: the new one is healthy before the old one is stopped;
+- the worker's events: the old one is told to stop once the new one started, before it is healthy;
 - runs enqueued before and during the deploy, one of them started just before the worker's stop
   and longer than its soft shutdown (the deploy gives the worker a stop_grace_period of 12 s): all
   done, exactly once, the long one handed back by the stopping worker and resumed by the new one;
@@ -30,7 +31,7 @@ from tests.e2e.live import code_change
 from tests.e2e.load import Load
 from tests.e2e.test_browser_csp import browser, visit  # noqa: F401  (the fixture)
 from tests.e2e.watch import (ApiEvents, Enqueuer, all_done, exactly_once, one_beat_at_a_time,
-                             replaced_start_first, ticks)
+                             replaced_overlapped, replaced_start_first, ticks)
 
 pytestmark = pytest.mark.e2e
 
@@ -77,8 +78,10 @@ def wait_for(driver, check, timeout: float, what: str) -> dict:
 def seen(live, browser, tmp_path_factory):  # noqa: F811
     env = code_change(tmp_path_factory.mktemp("unnoticed"),
                       lambda raw: raw["defaults"]["services"]["worker"].update(stop_grace_period=f"{GRACE}s"))
-    out: dict = {"interval": env.beat_interval.seconds, "since": time.time(), "old_api": set(live.containers("api"))}
+    out: dict = {"interval": env.beat_interval.seconds, "since": time.time(), "old_api": set(live.containers("api")),
+                 "old_worker": set(live.containers("worker"))}
     recording = ApiEvents(live, "deploy").start()
+    worker_recording = ApiEvents(live, "deploy", "worker").start()
 
     page = visit(browser, f"https://{live.env.domains.app}/")
     assert page["title"] == "Runs" and page["violations"] == [], page
@@ -108,6 +111,7 @@ def seen(live, browser, tmp_path_factory):  # noqa: F811
     out["long_run"] = long_run.accepted[0]
     out["new_api"] = set(live.containers("api"))
     out["api_events"] = recording.stop()
+    out["worker_events"], out["new_worker"] = worker_recording.stop(), set(live.containers("worker"))
     out["page"] = wait_for(browser, lambda f: f["closed"], LONG + 120, "the run's final status did not reach the page")
     out["recorded"] = [line.split("|") for line in live.psql(
         f"SELECT id, status FROM run_events WHERE run_id = '{out['page']['runId']}' ORDER BY id").splitlines()]
@@ -141,6 +145,12 @@ def test_the_new_api_container_is_healthy_before_the_old_one_stops(seen):
     old, new = seen["old_api"], seen["new_api"]
     assert len(old) == 1 and len(new) == 1 and not old & new, (old, new)  # replaced, the old one removed
     replaced_start_first(seen["api_events"], old, new)
+
+
+def test_the_old_worker_shuts_down_while_the_new_one_boots(seen):
+    old, new = seen["old_worker"], seen["new_worker"]
+    assert len(old) == 1 and len(new) == 1 and not old & new, (old, new)  # replaced, the old one removed
+    replaced_overlapped(seen["worker_events"], old, new)
 
 
 def test_runs_enqueued_before_and_during_the_deploy_finish_exactly_once(seen):

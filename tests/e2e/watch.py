@@ -103,17 +103,19 @@ def one_beat_at_a_time(found: list[dict]) -> list[str]:
 
 
 class ApiEvents:
-    """Docker's events of the API containers, recorded on the VPS from `start()` to `stop()` (the
-    engine keeps only its last 256 events, a minute of healthchecks: too few to ask afterwards).
-    `stop()` gives (action, container id) in order: create, start, health_status: healthy, kill..."""
+    """Docker's events of the API containers (or those of `service`), recorded on the VPS from
+    `start()` to `stop()` (the engine keeps only its last 256 events, a minute of healthchecks: too
+    few to ask afterwards). `stop()` gives (action, container id) in order: create, start,
+    health_status: healthy, kill..."""
 
-    def __init__(self, live, name: str):
-        self.live, self.path = live, f"/tmp/opskit-e2e-{name}-api-events"
+    def __init__(self, live, name: str, service: str = "api"):
+        self.live, self.service, self.path = live, service, f"/tmp/opskit-e2e-{name}-{service}-events"
         self.pid: str | None = None
 
     def start(self) -> "ApiEvents":
         argv = ["docker", "events", "--filter", "type=container",
-                *project_filter(self.live.env.project, "api", oneoff=None), "--format", "{{.Action}}|{{.Actor.ID}}"]
+                *project_filter(self.live.env.project, self.service, oneoff=None),
+                "--format", "{{.Action}}|{{.Actor.ID}}"]
         self.pid = self.live.out(["sh", "-c", f"{shlex.join(argv)} > {self.path} 2>&1 & echo $!"]).strip()
         time.sleep(0.5)  # subscribed before anything it should see happens
         return self
@@ -132,3 +134,13 @@ def replaced_start_first(events: list[tuple[str, str]], old: set[str], new: set[
     stopped = next((i for i, (a, c) in enumerate(events) if c in old and a in ("kill", "stop", "die")), None)
     assert healthy is not None and stopped is not None, actions
     assert healthy < stopped, f"the old api was stopped before the new one was healthy: {events}"
+
+
+def replaced_overlapped(events: list[tuple[str, str]], old: set[str], new: set[str]) -> None:
+    """The new container started before the old one was told to stop, and that was before the new
+    one was healthy: the old one's warm shutdown ran while the new one booted."""
+    def first(ids, *actions):
+        return next((i for i, (a, c) in enumerate(events) if c in ids and a.startswith(actions)), None)
+    started, stopped, healthy = first(new, "start"), first(old, "kill", "stop", "die"), first(new, "health_status: healthy")
+    assert None not in (started, stopped, healthy), events
+    assert started < stopped < healthy, f"not overlapped (start {started}, old stop {stopped}, healthy {healthy}): {events}"

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from opskit import ROOT, deploy, dockerfile, images, lock, render
+from opskit import ROOT, deploy, dockerfile, hardening, images, lock, render
 from opskit.images import LocalImage
 from opskit.facts import Lock, ServerFacts, parse_deploy
 from opskit.facts.docker import Container
 from opskit.ship import chain_ids
-from opskit.steps import ShipImage
-from opskit.steps import Phase, Run, WriteFile
+from opskit.steps import Beside, Phase, Run, ShipImage, WriteFile
 
 FRESH = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current=None, now=1_000_000.0)
 
 
-REPLACE = "replace the services side by side: api, frontend start-first; beat stop-first on its own; the others in one up"
+REPLACE = ("replace the services side by side: api, frontend start-first; worker overlapped; beat stop-first on its own; "
+           "the others in one up")
 
 
 def titles(plan):
@@ -117,6 +119,23 @@ def test_only_images_the_server_lacks_are_shipped_minus_its_layers(env, release)
     assert all(s.skip == {"sha256:base"} for s in ships)
 
 
+def test_the_ship_runs_beside_the_folder_config_and_stores_when_the_stores_images_are_there(env, release):
+    stores = {release.images["postgres"], release.images["redis"]}
+    plan = plan_for(env, release, ServerFacts(**{**FRESH.__dict__, "images": frozenset(stores)}))
+    [beside] = [s for s in plan.steps if isinstance(s, Beside)]
+    ships, rest = beside.branches
+    assert all(isinstance(s, ShipImage) for s in ships) and {s.image for s in ships} == set(release.images.values()) - stores
+    assert [s.title.split(" ")[0] for s in rest][0] == "prepare" and [s.title for s in rest][-2:] == [
+        "start postgres and redis", next(s.title for s in rest if s.title.startswith("roles "))]
+    after = [s.title for s in plan.steps[plan.steps.index(beside) + 1:]]
+    assert after[0].startswith("migrate: alembic upgrade head")  # the migration runs the new API image: after it
+    # a release whose stores' image is still to come ships it first, then starts them
+    plan = plan_for(env, release, ServerFacts(**{**FRESH.__dict__, "images": frozenset({release.images["redis"]})}))
+    assert not any(isinstance(s, Beside) for s in plan.steps)
+    t = titles(plan)
+    assert t.index(f"ship {release.images['postgres']}") < t.index("start postgres and redis")
+
+
 def test_official_images_are_pulled_when_the_environment_does_not_ship_them(make_env):
     env = make_env("production")
     plan = plan_for(env, render.render(env))
@@ -191,7 +210,8 @@ def _running(release, **changes):
         if fields.pop("gone", False):
             continue
         out.append(Container(service, f"p-{service}-1", "i" * 64, fields["image_ref"], "sha256:x", fields["status"],
-                             fields["health"], 0, False, 1.0, 0, "unless-stopped", "json-file", {}, (), "h"))
+                             fields["health"], 0, False, 1.0, 0, "unless-stopped", "json-file", {}, (), "h",
+                             user=fields.get("user", "")))
     return tuple(out)
 
 
@@ -301,11 +321,44 @@ def test_recovery_brings_the_previous_release_back_and_frees_the_lock(env, relea
     brought = len(set(release.images.values()))
     # Postgres and Redis first, on their own: the replacement's jobs run side by side, and each would
     # recreate a dependency whose config differs in the previous release
-    assert titles(plan) == ["install the config of prev", "start postgres and redis",
+    assert titles(plan) == ["install the config of prev", "start postgres and redis", HAND_OVER,
                             "bring the previous release prev back", "reload caddy",
                             f"remove the unfinished release {release.id}",
                             f"remove the {brought} image(s) this deploy brought", "release the deploy lock"]
     assert titles(deploy.plan_recovery(env, release, facts, started=False))[0].startswith("remove the unfinished")
+
+
+HAND_OVER = "hand Caddy's volumes to its user (files a root Caddy wrote before)"
+
+
+def test_caddys_volumes_are_handed_over_unless_every_caddy_runs_as_its_user_already(env, release):
+    for caddy, handed in (({"user": hardening.CADDY_USER}, False), ({"user": ""}, True), ({"user": "0:0"}, True),
+                          ({"gone": True}, True)):
+        # another release is current (not a converge); its containers run the images this one has
+        facts = dataclasses.replace(_current(release, caddy=caddy), current="older", releases=("older",))
+        plan = plan_for(env, release, facts)
+        assert (HAND_OVER in titles(plan)) == handed, caddy
+        if handed:
+            assert titles(plan).index(HAND_OVER) < titles(plan).index(REPLACE)
+
+
+def test_a_rollback_hands_caddys_volumes_over_when_the_caddy_it_replaces_ran_as_root(env, release, monkeypatch):
+    class Recording:
+        def run(self, plan):
+            self.titles = titles(plan)
+            self.steps = list(plan)
+
+    for user, handed in (("", True), (hardening.CADDY_USER, False)):
+        facts = dataclasses.replace(_current(release, caddy={"user": user, "image_ref": "caddy:2.7"}),
+                                    releases=("older", release.id))
+        monkeypatch.setattr(deploy, "gather", lambda env, connection: facts)
+        runner = Recording()
+        assert deploy.rollback(env, None, runner) == "older"
+        assert (HAND_OVER in runner.titles) == handed, user
+        if handed:  # with the image the running Caddy has, before the older release starts
+            hand = next(s for s in runner.steps if s.title == HAND_OVER)
+            assert "caddy:2.7" in hand.argv[-1] and runner.titles.index(HAND_OVER) < runner.titles.index(
+                "start release older and wait until healthy")
 
 
 def test_recovery_removes_only_the_images_the_server_did_not_have_and_never_by_force(env, release):

@@ -104,3 +104,10 @@ def test_the_compose_plan_runs_on_the_release_folder_and_reads_both_streams():
     assert list(fact.argv) == compose_argv("/srv/app/releases/abc", "--dry-run", "up", "--no-build", "-d")
     plan = fact.parse(Output("", " DRY-RUN MODE -  Container jobagent-api-1  Running\n", 0))
     assert plan.actions == {"jobagent-api-1": "Running"}
+
+
+def test_the_user_a_container_runs_as_is_its_configured_one():
+    c = _inspect()
+    assert docker.parse_containers(json.dumps([c]))[0].user == ""  # none set: the image's (root here)
+    c["Config"]["User"] = "10001:10001"
+    assert docker.parse_containers(json.dumps([c]))[0].user == "10001:10001"

@@ -9,7 +9,7 @@ import pytest
 from opskit import deploy
 from opskit.errors import ConnectionLost, DeployRefused, StepFailed
 from opskit.facts import Lock, ServerFacts
-from opskit.steps import Phase, Plan
+from opskit.steps import Beside, Phase, Plan, ShipImage
 
 FACTS = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current="prev", releases=("prev",),
                     now=1_000_000.0)
@@ -22,6 +22,7 @@ class FailingRunner:
 
     def __init__(self, fail_at: int):
         self.fail_at, self.plans, self.results, self.bytes_shipped = fail_at, [], [], 0
+        self.reached = Phase.NONE
 
     def say(self, text: str) -> None:
         pass
@@ -32,26 +33,43 @@ class FailingRunner:
     def run(self, plan: Plan):
         self.plans.append(plan)
         if len(self.plans) == 1:
-            raise StepFailed(plan.steps[self.fail_at], 1, "boom")
+            failed = list(plan)[self.fail_at]
+            self.reached = max(s.phase for s in could_have_started(plan, failed))
+            raise StepFailed(failed, 1, "boom")
         return []
+
+
+def could_have_started(plan: Plan, failed) -> list:
+    """The steps before `failed` and, when it runs beside others, every step of its `Beside`."""
+    out = []
+    for step in plan.steps:
+        inner = step.leaves() if isinstance(step, Beside) else [step]
+        out += inner
+        if failed in inner:
+            return out
+    raise AssertionError(f"{failed.title} is not in the plan")
 
 
 def reworded(plan_deploy):
     """plan_deploy, but every step gets a meaningless title."""
     def plan(*args, **kwargs):
-        original = plan_deploy(*args, **kwargs)
-        return Plan(original.name, [dataclasses.replace(s, title=f"step {i}") for i, s in enumerate(original)])
+        original, count = plan_deploy(*args, **kwargs), iter(range(1000))
+
+        def retitled(step):
+            if isinstance(step, Beside):
+                return Beside("side by side", tuple(tuple(map(retitled, branch)) for branch in step.branches))
+            return dataclasses.replace(step, title=f"step {next(count)}")
+        return Plan(original.name, [retitled(s) for s in original.steps])
     return plan
 
 
-def recovery_after_failure_at(env, release, monkeypatch, index: int) -> tuple:
-    monkeypatch.setattr(deploy, "gather", lambda env, connection: FACTS)
+def recovery_after_failure_at(env, release, monkeypatch, index: int, facts=FACTS) -> tuple:
+    monkeypatch.setattr(deploy, "gather", lambda env, connection: facts)
     monkeypatch.setattr(deploy.images, "local_images", lambda refs: {})
     runner = FailingRunner(index)
     with pytest.raises(StepFailed):
         deploy.deploy(env, release, None, runner, deploy.Options(), "abc123")
-    failed = runner.plans[0].steps[index]
-    return failed.phase, [(type(s).__name__, getattr(s, "argv", None)) for p in runner.plans[1:] for s in p]
+    return runner.reached, [(type(s).__name__, getattr(s, "argv", None)) for p in runner.plans[1:] for s in p]
 
 
 def test_every_deploy_step_has_a_phase_and_phases_only_move_forward(env, release):
@@ -69,11 +87,16 @@ def test_rewording_every_title_leaves_every_recovery_the_same(env, release, monk
     assert [recovery_after_failure_at(env, release, monkeypatch, i) for i in range(steps)] == plain
 
 
-def test_recovery_from_each_phase(env, release, monkeypatch):
-    steps = deploy.plan_deploy(env, release, FACTS, {}, "abc123", deploy.Options()).steps
+@pytest.mark.parametrize("stores_there", [False, True], ids=["stores-shipped-first", "ship-beside-the-stores"])
+def test_recovery_from_each_phase(env, release, monkeypatch, stores_there):
+    """`phase` is the furthest a step may have reached when the failure came (steps beside the
+    failed one too): the previous release is started again whenever a CONFIG step may have run."""
+    facts = dataclasses.replace(FACTS, images=frozenset(deploy.stores_images(release))) if stores_there else FACTS
+    plan = deploy.plan_deploy(env, release, facts, {}, "abc123", deploy.Options())
+    assert any(isinstance(s, Beside) for s in plan.steps) == stores_there
     lock = deploy.release_lock(deploy.Layout(env.remote_dir)).argv
-    for i, step in enumerate(steps):
-        phase, recovery = recovery_after_failure_at(env, release, monkeypatch, i)
+    for i, step in enumerate(plan):
+        phase, recovery = recovery_after_failure_at(env, release, monkeypatch, i, facts)
         argvs = [argv for _, argv in recovery]
         if phase <= Phase.LOCK:  # the lock is not ours (or not taken): nothing to undo
             assert recovery == [], (i, step.title)
@@ -84,6 +107,8 @@ def test_recovery_from_each_phase(env, release, monkeypatch):
         assert restarts_previous == (phase >= Phase.CONFIG), (i, step.title, phase)
         assert any(f"/releases/{release.id}" in " ".join(argv or ()) and argv[:2] == ("rm", "-rf")
                    for argv in argvs), (i, step.title)  # the unfinished release goes
+        if isinstance(step, ShipImage) and stores_there:  # the stores may have started beside the ship
+            assert restarts_previous, step.title
 
 
 def test_a_failed_rollback_gives_the_lock_back_only_once_it_holds_it(env, monkeypatch):

@@ -15,7 +15,7 @@ from opskit.errors import OpskitError, StepFailed
 from opskit.runner import Runner
 from opskit.secrets import Secret
 from opskit.ssh import Completed
-from opskit.steps import LOCAL, SERVER, Check, Plan, Run, WriteFile
+from opskit.steps import LOCAL, SERVER, Beside, Check, Phase, Plan, Run, WriteFile
 
 PY = sys.executable
 #: values that must never be printed; distinct enough that a leak cannot be a coincidence
@@ -286,3 +286,50 @@ def test_a_server_check_compares_expect_with_the_servers_stdout():
 def test_server_steps_without_a_connection_are_refused_before_running():
     with pytest.raises(OpskitError, match="has server steps but the runner has no SSH connection"):
         quiet().run(Plan("p", [Run("remote", ["true"], on=SERVER)]))
+
+
+# -- steps side by side ---------------------------------------------------------------------------
+
+
+def stamped(title: str, seconds: float, log, code: int = 0, phase=Phase.NONE) -> Run:
+    """A local step that notes when it starts and ends in the file `log`."""
+    return Run(title, ["sh", "-c", f'echo "start {title}" >> {log}; sleep {seconds}; echo "end {title}" >> {log}; '
+                                   f'echo "{title} says hi"; exit {code}'], phase=phase)
+
+
+def test_the_branches_of_a_beside_run_at_once_and_the_plan_goes_on_after_both(tmp_path):
+    log = tmp_path / "log"
+    runner = quiet()
+    plan = Plan("p", [Beside("both", [[stamped("a1", 0.6, log)], [stamped("b1", 0.2, log), stamped("b2", 0.2, log)]]),
+                      stamped("after", 0, log)])
+    results = runner.run(plan)
+    lines = log.read_text().splitlines()
+    assert lines.index("start b1") < lines.index("end a1") and lines.index("start b2") < lines.index("end a1")
+    assert lines[-2:] == ["start after", "end after"]
+    assert sorted(r.step.title for r in results) == ["a1", "after", "b1", "b2"] == sorted(t.title for t in plan)
+    out = printed(runner)
+    assert "==> [1/4] a| a1" in out and "==> [2/4] b| b1" in out and "==> [3/4] b| b2" in out
+    assert "==> [4/4] after" in out
+
+
+def test_a_failure_in_one_branch_stops_the_others_at_their_next_step_and_is_raised_after_them(tmp_path):
+    log = tmp_path / "log"
+    runner = quiet()
+    plan = Plan("p", [Beside("both", [[stamped("a1", 0.1, log, code=7, phase=Phase.SHIP)],
+                                      [stamped("b1", 0.5, log, phase=Phase.CONFIG), stamped("b2", 0, log)]]),
+                      stamped("after", 0, log)])
+    with pytest.raises(StepFailed) as info:
+        runner.run(plan)
+    assert info.value.step.title == "a1" and info.value.returncode == 7
+    lines = log.read_text().splitlines()
+    assert "end b1" in lines and "start b2" not in lines and "start after" not in lines  # b1 ran to its end
+    assert runner.reached == Phase.CONFIG  # what the recovery must undo: the step beside went further
+
+
+def test_a_dry_run_lists_a_beside_with_its_branches(tmp_path):
+    runner = Runner(dry_run=True, out=io.StringIO())
+    runner.run(Plan("p", [Run("first", ["true"]), Beside("two things", [[Run("x", ["true"])],
+                                                                         [Run("y", ["true"]), Run("z", ["true"])]])]))
+    out = printed(runner)
+    assert "plan p: 4 steps" in out and "two things, side by side:" in out
+    assert "2. a| x [local]" in out and "3. b| y [local]" in out and "4. b| z [local]" in out
