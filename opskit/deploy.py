@@ -92,7 +92,8 @@ def plan_deploy(env, release, facts, local: dict, revision: str, options: Option
     moves = in_phase(Phase.SHIP, *move_images(env, release, facts))
     folder_steps = in_phase(Phase.SHIP, *upload_release(layout, release)) if release.id not in facts.releases else []
     # the database first: roles and migrations run before the new API and frontend take traffic
-    config = in_phase(Phase.CONFIG, install_config(layout, release.id), start_stores(folder), db.roles_step(env, folder))
+    config = in_phase(Phase.CONFIG, install_config(layout, release.id), start_stores(folder),
+                      db.roles_step(env, folder))
     if moves and not images_to_move(env, release, facts) & stores_images(release):
         # the stores run images the server has: they need nothing the ship brings (the migration does)
         plan.add(Beside("ship the images beside the release folder, its config and the stores",

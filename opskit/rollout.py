@@ -27,11 +27,11 @@ one after the other they took the sum of their times. They share nothing: each n
 services, whose dependencies (Postgres, Redis) `deploy.start_stores` brought up just before (in a
 deploy, a rollback and a recovery).
 
-If a new API or frontend container does not become healthy, it is removed (the old one served on;
-the old worker has stopped by then), and once the jobs are over the whole release is brought up stop-first, as before start-first (an
-upgrade from a release whose other services lack what the new container needs, seen in CI: Postgres
-not yet on the frontend's network); if that fails too, the deploy fails and its recovery brings the
-previous release back.
+If a new API, frontend or worker container does not become healthy, it is removed (the old API or
+frontend serves on, the old worker has stopped already), and once the jobs are over the whole
+release is brought up stop-first, as before start-first (an upgrade from a release whose other
+services lack what the new container needs, seen in CI: Postgres not yet on the frontend's
+network); if that fails too, the deploy fails and its recovery brings the previous release back.
 """
 
 from __future__ import annotations
@@ -97,13 +97,15 @@ fail() {{
 }}
 """
     if not overlap:
-        return head + f"""{compose} up -d --no-recreate --scale {svc}=$((count + 1)) --wait --wait-timeout {WAIT_SECONDS} {svc} ||
-  fail "the new container did not become healthy beside the old"
+        return head + f"""{compose} up -d --no-recreate --scale {svc}=$((count + 1)) --wait \
+  --wait-timeout {WAIT_SECONDS} {svc} || fail "the new container did not become healthy beside the old"
 echo "{service}: the new container is healthy beside the old; stopping the old one gracefully"
 docker stop $stale >/dev/null && docker rm $stale >/dev/null
 """
     # `up --wait` would wait on the stopping old container too: the new one's health is polled
-    return head + f"""{compose} up -d --no-recreate --scale {svc}=$((count + 1)) {svc} || fail "the new container did not start"
+    health = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
+    return head + f"""{compose} up -d --no-recreate --scale {svc}=$((count + 1)) {svc} ||
+  fail "the new container did not start"
 fresh=""
 for id in $({listed}); do
   case " $old " in *" $id "*) ;; *) fresh="$fresh $id";; esac
@@ -114,9 +116,14 @@ docker stop $stale >/dev/null & stopping=$!
 deadline=$(($(date +%s) + {WAIT_SECONDS}))
 for id in $fresh; do
   while :; do
-    state=$(docker inspect -f '{{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{else}}}}{{{{.State.Status}}}}{{{{end}}}}' "$id")
-    case $state in healthy) break;; unhealthy|exited|dead|"") wait $stopping; fail "the new container is $state";; esac
-    [ "$(date +%s)" -lt $deadline ] || {{ wait $stopping; fail "the new container was not healthy within {WAIT_SECONDS}s"; }}
+    state=$(docker inspect -f '{health}' "$id")
+    # `running` only for a container with no healthcheck: its start is all there is to wait for
+    case $state in
+      healthy|running) break;;
+      unhealthy|exited|dead|"") wait $stopping; fail "the new container is $state";;
+    esac
+    [ "$(date +%s)" -lt $deadline ] ||
+      {{ wait $stopping; fail "the new container was not healthy within {WAIT_SECONDS}s"; }}
     sleep 0.5
   done
 done

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 import tarfile
 import tempfile
 import zlib

@@ -201,4 +201,3 @@ class Plan:
                     number += 1
                     lines.append(f"  {number:>{width}}. {letter}| {inner.describe()}")
         return "\n".join(lines)
-

@@ -30,7 +30,7 @@ from opskit.runner import Runner
 from tests.e2e.live import code_change
 from tests.e2e.load import Load
 from tests.e2e.test_browser_csp import browser, visit  # noqa: F401  (the fixture)
-from tests.e2e.watch import (ApiEvents, Enqueuer, all_done, exactly_once, one_beat_at_a_time,
+from tests.e2e.watch import (Enqueuer, ServiceEvents, all_done, exactly_once, one_beat_at_a_time,
                              replaced_overlapped, replaced_start_first, ticks)
 
 pytestmark = pytest.mark.e2e
@@ -80,8 +80,8 @@ def seen(live, browser, tmp_path_factory):  # noqa: F811
                       lambda raw: raw["defaults"]["services"]["worker"].update(stop_grace_period=f"{GRACE}s"))
     out: dict = {"interval": env.beat_interval.seconds, "since": time.time(), "old_api": set(live.containers("api")),
                  "old_worker": set(live.containers("worker"))}
-    recording = ApiEvents(live, "deploy").start()
-    worker_recording = ApiEvents(live, "deploy", "worker").start()
+    recording = ServiceEvents(live, "deploy").start()
+    worker_recording = ServiceEvents(live, "deploy", "worker").start()
 
     page = visit(browser, f"https://{live.env.domains.app}/")
     assert page["title"] == "Runs" and page["violations"] == [], page
@@ -119,7 +119,7 @@ def seen(live, browser, tmp_path_factory):  # noqa: F811
     out["ticks"] = ticks(live, since=out["since"])
 
     # back to the release before (the current sources), start-first too, under the same load
-    recording = ApiEvents(live, "rollback").start()
+    recording = ServiceEvents(live, "rollback").start()
     load = Load(live.web(), [(live.env.domains.api, "/health"), (live.env.domains.app, "/")], RATE)
     load.start()
     try:

@@ -102,17 +102,17 @@ def one_beat_at_a_time(found: list[dict]) -> list[str]:
     return order
 
 
-class ApiEvents:
-    """Docker's events of the API containers (or those of `service`), recorded on the VPS from
-    `start()` to `stop()` (the engine keeps only its last 256 events, a minute of healthchecks: too
-    few to ask afterwards). `stop()` gives (action, container id) in order: create, start,
+class ServiceEvents:
+    """Docker's events of the containers of `service` (the API's unless told), recorded on the VPS
+    from `start()` to `stop()` (the engine keeps only its last 256 events, a minute of healthchecks:
+    too few to ask afterwards). `stop()` gives (action, container id) in order: create, start,
     health_status: healthy, kill..."""
 
     def __init__(self, live, name: str, service: str = "api"):
         self.live, self.service, self.path = live, service, f"/tmp/opskit-e2e-{name}-{service}-events"
         self.pid: str | None = None
 
-    def start(self) -> "ApiEvents":
+    def start(self) -> "ServiceEvents":
         argv = ["docker", "events", "--filter", "type=container",
                 *project_filter(self.live.env.project, self.service, oneoff=None),
                 "--format", "{{.Action}}|{{.Actor.ID}}"]
@@ -141,6 +141,7 @@ def replaced_overlapped(events: list[tuple[str, str]], old: set[str], new: set[s
     one was healthy: the old one's warm shutdown ran while the new one booted."""
     def first(ids, *actions):
         return next((i for i, (a, c) in enumerate(events) if c in ids and a.startswith(actions)), None)
-    started, stopped, healthy = first(new, "start"), first(old, "kill", "stop", "die"), first(new, "health_status: healthy")
+    started, stopped = first(new, "start"), first(old, "kill", "stop", "die")
+    healthy = first(new, "health_status: healthy")
     assert None not in (started, stopped, healthy), events
-    assert started < stopped < healthy, f"not overlapped (start {started}, old stop {stopped}, healthy {healthy}): {events}"
+    assert started < stopped < healthy, f"not overlapped (start {started}, stop {stopped}, healthy {healthy}): {events}"

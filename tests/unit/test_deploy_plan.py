@@ -16,8 +16,8 @@ from opskit.steps import Beside, Phase, Run, ShipImage, WriteFile
 FRESH = ServerFacts(docker="26.1.5", compose="2.26.1", disk_free_mb=50_000, current=None, now=1_000_000.0)
 
 
-REPLACE = ("replace the services side by side: api, frontend start-first; worker overlapped; beat stop-first on its own; "
-           "the others in one up")
+REPLACE = ("replace the services side by side: api, frontend start-first; worker overlapped; "
+           "beat stop-first on its own; the others in one up")
 
 
 def titles(plan):
@@ -124,7 +124,8 @@ def test_the_ship_runs_beside_the_folder_config_and_stores_when_the_stores_image
     plan = plan_for(env, release, ServerFacts(**{**FRESH.__dict__, "images": frozenset(stores)}))
     [beside] = [s for s in plan.steps if isinstance(s, Beside)]
     ships, rest = beside.branches
-    assert all(isinstance(s, ShipImage) for s in ships) and {s.image for s in ships} == set(release.images.values()) - stores
+    assert all(isinstance(s, ShipImage) for s in ships)
+    assert {s.image for s in ships} == set(release.images.values()) - stores
     assert [s.title.split(" ")[0] for s in rest][0] == "prepare" and [s.title for s in rest][-2:] == [
         "start postgres and redis", next(s.title for s in rest if s.title.startswith("roles "))]
     after = [s.title for s in plan.steps[plan.steps.index(beside) + 1:]]

@@ -61,8 +61,9 @@ def test_a_container_of_the_old_config_stops_only_after_the_new_one_is_up_and_he
     assert "stopping the old one gracefully" in done.stdout
 
 
-def test_overlapped_the_old_container_stops_as_the_new_one_starts_and_goes_once_it_is_healthy(docker):
-    done, log = docker("new", ["o1"], {"o1": "old", "n1": "healthy"}, overlap=True)
+@pytest.mark.parametrize("state", ["healthy", "running"])  # running: a container with no healthcheck
+def test_overlapped_the_old_container_stops_as_the_new_one_starts_and_goes_once_it_is_healthy(docker, state):
+    done, log = docker("new", ["o1"], {"o1": "old", "n1": state}, overlap=True)
     assert done.returncode == 0, done.stderr
     up = next(i for i, line in enumerate(log) if " up -d " in line)
     assert "--no-recreate --scale api=2 api" in log[up] and "--wait" not in log[up], log[up]
