@@ -113,20 +113,26 @@ FREE_SPACE = ["sh", "-c", "root=$(docker info --format '{{.DockerRootDir}}') && 
               "printf '%s ' \"$root\" && df -Pk \"$root\" | awk 'NR==2 {print $4}'"]
 
 
+def _free_mb(df_output: str) -> tuple[str, int | None]:
+    """(Docker's data root, the MB free there) from `FREE_SPACE`'s output; None when it says none."""
+    root, _, free_kb = df_output.strip().rpartition(" ")
+    return root, int(free_kb) // 1024 if free_kb.isdigit() else None
+
+
 def room_for_layers(df_output: str, margin_mb: int) -> int | None:
     """The bytes new layers may take on the server (`FREE_SPACE`'s output less the margin), None
     when the output says no free space; `room_problem` words a refusal in the same units."""
-    free_kb = df_output.strip().rpartition(" ")[2]
-    return max(int(free_kb) // 1024 - margin_mb, 0) * 1024 * 1024 if free_kb.isdigit() else None
+    free_mb = _free_mb(df_output)[1]
+    return max(free_mb - margin_mb, 0) * 1024 * 1024 if free_mb is not None else None
 
 
 def room_problem(df_output: str, need: int, margin_mb: int, image: str) -> str | None:
     """Why `image` must not be loaded (None when there is room): its new layers and the margin
     the inventory keeps free (`smoke.min_free_disk_mb`) do not fit in what the server has free."""
-    root, _, free_kb = df_output.strip().rpartition(" ")
-    if not free_kb.isdigit():
+    root, free_mb = _free_mb(df_output)
+    if free_mb is None:
         return f"could not read the free space where Docker keeps images ({df_output.strip()[-200:]!r})"
-    free_mb, need_mb = int(free_kb) // 1024, -(-need // (1024 * 1024))
+    need_mb = -(-need // (1024 * 1024))
     if free_mb >= need_mb + margin_mb:
         return None
     return (f"not enough room on the server for {image}: {free_mb} MB free under {root}, its new layers take "

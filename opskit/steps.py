@@ -148,10 +148,6 @@ class Beside:
         if len(self.branches) > len(BRANCHES):
             raise ValueError(f"a Beside runs at most {len(BRANCHES)} branches, not {len(self.branches)}")
 
-    @property
-    def phase(self) -> Phase:
-        return max((s.phase for s in self.leaves()), default=Phase.NONE)
-
     def leaves(self) -> list:
         return [s for branch in self.branches for s in branch]
 
