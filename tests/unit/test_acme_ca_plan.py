@@ -47,3 +47,8 @@ def test_down_removes_only_what_exists():
     assert _argvs(acme_ca.plan_down({acme_ca.DNS: "exited", acme_ca.PEBBLE: None})) == [
         ["docker", "rm", "--force", acme_ca.DNS]]
     assert len(acme_ca.plan_down({acme_ca.DNS: None, acme_ca.PEBBLE: None})) == 0
+
+
+def test_pebble_validates_every_order_and_reuses_no_authorization():
+    argv = acme_ca.run_argv(acme_ca.PEBBLE, "pebble:x")
+    assert argv[argv.index("--env") + 1] == "PEBBLE_AUTHZREUSE=0" and argv.index("--env") < argv.index("pebble:x")
